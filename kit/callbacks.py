@@ -1,0 +1,136 @@
+"""Trainer callbacks that write the run folder and stop cleanly. They configure TRL; they don't patch it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+from transformers import TrainerCallback
+
+from kit.metrics import JsonlWriter
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the training loop stops at the end of the current step and saves. A second Ctrl-C
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n[kit] {self.signal_name}: stopping after this step and saving (Ctrl-C again to abort)",
+              flush=True)
+
+
+class StopCallback(TrainerCallback):
+    def __init__(self, flag: StopFlag):
+        self.flag = flag
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.flag.requested:
+            control.should_save = True  # a checkpoint `--resume` can continue from
+            control.should_training_stop = True
+
+
+class MetricsCallback(TrainerCallback):
+    """One JSON object per log event: `step` (the stage's), `run_step` (across stages), wall `time`, `stage`, and
+    TRL's keys verbatim."""
+
+    def __init__(self, writer: JsonlWriter, stage: str, offset: int, on_step: Callable[[int], None]):
+        self.writer, self.stage, self.offset, self.on_step = writer, stage, offset, on_step
+        self.t0 = time.time()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "total_flos" in logs or "train_runtime" in logs:  # the end-of-training summary line
+            return
+        record = {"step": state.global_step, "run_step": self.offset + state.global_step,
+                  "time": round(time.time(), 3), "elapsed_s": round(time.time() - self.t0, 3),
+                  "stage": self.stage, **logs}
+        self.writer.write(record)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.on_step(state.global_step)
+
+
+class CompletionsCallback(TrainerCallback):
+    """Every `every` steps, writes up to `n` of the latest sampled completions with their per-reward scores and
+    advantage, so reward hacking is visible. Reads GRPOTrainer's buffer of the last generation batch (`_logs`,
+    the same one TRL prints its completions table from); the trainer is attached after it is built."""
+
+    def __init__(self, writer: JsonlWriter, stage: str, offset: int, every: int, n: int = 8):
+        self.writer, self.stage, self.offset, self.every, self.n = writer, stage, offset, every, n
+        self.trainer = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if "train_runtime" in (logs or {}):  # the end-of-training summary line: same batch again
+            return
+        step = state.global_step
+        if not self.every or self.trainer is None or (step % self.every and step != 1):
+            return
+        buf = self.trainer._logs
+        prompts, completions = list(buf["prompt"]), list(buf["completion"])
+        rewards = {name: list(values) for name, values in buf["rewards"].items()}
+        advantages = list(buf["advantages"])
+        for i in range(min(self.n, len(completions))):
+            self.writer.write({
+                "step": step, "run_step": self.offset + step, "stage": self.stage, "time": round(time.time(), 3),
+                "prompt": prompts[i], "completion": completions[i],
+                "rewards": {name: values[i] for name, values in rewards.items() if i < len(values)},
+                "advantage": advantages[i] if i < len(advantages) else None,
+            })
+
+
+class EvalCallback(TrainerCallback):
+    """Held-out accuracy during training: greedy answers to a fixed subset (eval.during_limit questions of
+    eval.split) at the start and every eval.every_steps steps, logged as eval/accuracy_strict,
+    eval/accuracy_lenient, eval/format_rate."""
+
+    def __init__(self, recipe, tokenizer, writer: JsonlWriter, stage: str, offset: int, scratch: str):
+        from kit import data
+
+        self.scratch = scratch
+        self.recipe, self.tokenizer, self.writer, self.stage, self.offset = recipe, tokenizer, writer, stage, offset
+        self.rows = data.questions(recipe.data.source, recipe.eval.split, recipe.eval.during_limit,
+                                   shuffle=False, subset=recipe.data.subset)
+
+    def _evaluate(self, model, step: int) -> None:
+        from kit import data
+        from kit.evaluate import evaluate
+        from kit.generation import Generator
+
+        e = self.recipe.eval
+        gen = Generator.of_training_model(model, self.tokenizer, Path(self.scratch),
+                                          data.template_kwargs(self.recipe.data))
+        summary, _ = evaluate(gen, self.rows, self.recipe.data.system_prompt,
+                              e.max_new_tokens or self.recipe.grpo.max_completion_length, e.batch_size,
+                              progress=False)
+        self.writer.write({"step": step, "run_step": self.offset + step, "time": round(time.time(), 3),
+                           "stage": self.stage, "eval/accuracy_strict": summary["accuracy_strict"],
+                           "eval/accuracy_lenient": summary["accuracy_lenient"],
+                           "eval/format_rate": summary["format_rate"], "eval/mean_length": summary["mean_length"],
+                           "eval/n": summary["n"]})
+        print(f"[kit] eval at step {step}: strict {summary['accuracy_strict']:.1%}, lenient "
+              f"{summary['accuracy_lenient']:.1%}, format {summary['format_rate']:.1%} (n={summary['n']})",
+              flush=True)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self._evaluate(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        every = self.recipe.eval.every_steps
+        if state.global_step % every == 0 or state.global_step == state.max_steps:
+            self._evaluate(model, state.global_step)

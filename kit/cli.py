@@ -1,0 +1,308 @@
+"""`kit` command line. Bad input gets one line on stderr and exit code 2, never a traceback.
+
+    kit list                                   recipes, with model, backend, steps and expected VRAM
+    kit train recipes/demo.yaml --set grpo.max_steps=20
+    kit train --resume runs/demo-20261122-101500
+    kit show runs/demo-20261122-101500          summary and a reward table
+    kit runs                                    every run folder with its status
+    kit fields [section]                        every recipe field with its help text
+    kit rewards                                 the reward functions
+    kit eval / compare / fit / bench / export / plot / ui    (see `kit COMMAND -h`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kit.recipe import KitError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _recipe_arg(value: str) -> str:
+    """A recipe path, or a bare name found in recipes/ (`kit train demo`)."""
+    p = Path(value)
+    if not p.exists() and p.suffix not in (".yaml", ".yml"):
+        for folder in (Path("recipes"), RECIPES_DIR):
+            if (folder / f"{value}.yaml").is_file():
+                return str(folder / f"{value}.yaml")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kit", description="Consumer-GPU GRPO fine-tuning kit.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list recipes")
+    p.add_argument("--dir", default=None, help="recipe folder (default: ./recipes, else the kit's)")
+
+    p = sub.add_parser("train", help="train a recipe, or resume a run")
+    p.add_argument("recipe", nargs="?", type=_recipe_arg, help="recipe YAML (or a name in recipes/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a recipe field, e.g. --set grpo.max_steps=20 (repeatable)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run folder from its last checkpoint")
+    p.add_argument("--run-dir", metavar="DIR", help="create the run folder here instead of "
+                   "<run.output_dir>/<name>-<timestamp>")
+
+    p = sub.add_parser("show", help="a run's summary and reward table")
+    p.add_argument("run")
+    p.add_argument("--every", type=int, default=0, help="one table row every N steps (default: ~15 rows)")
+
+    p = sub.add_parser("runs", help="list run folders")
+    p.add_argument("--dir", default="runs")
+
+    p = sub.add_parser("fields", help="recipe fields with their help text")
+    p.add_argument("section", nargs="?", help="model, data, sft, grpo, eval, stages, run")
+    p.add_argument("--markdown", action="store_true", help="as the README's reference table")
+
+    sub.add_parser("rewards", help="the reward functions")
+
+    p = sub.add_parser("plot", help="write a PNG of a run's reward curves")
+    p.add_argument("run")
+    p.add_argument("--out", help="PNG path (default: RUN/curves.png)")
+
+    p = sub.add_parser("eval", help="GSM8K accuracy of a recipe's base model or a run's adapter")
+    p.add_argument("target", help="recipe YAML (base model) or run folder (its adapter)")
+    p.add_argument("--split", choices=("train", "test"), help="default: the recipe's eval.split")
+    p.add_argument("--limit", type=int, help="default: the recipe's eval.limit")
+    p.add_argument("--base", action="store_true", help="with a run: evaluate its base model, not the adapter")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+
+    p = sub.add_parser("compare", help="base vs trained accuracy table with a 95%% interval")
+    p.add_argument("run")
+    p.add_argument("--split", choices=("train", "test"))
+    p.add_argument("--limit", type=int)
+
+    p = sub.add_parser("fit", help="estimate peak VRAM of a recipe")
+    p.add_argument("recipe", type=_recipe_arg)
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU size to check against (default: this "
+                   "GPU, else 16)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+
+    p = sub.add_parser("bench", help="GRPO steps on a random-weight copy of the recipe's architecture")
+    p.add_argument("recipe", type=_recipe_arg)
+    p.add_argument("--random-weights", action="store_true", help="required: build the model from its config "
+                   "with random weights (no download)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--out", help="JSON path (default: bench/<recipe>-<backend>.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+
+    p = sub.add_parser("export", help="export a run's model (LoRA, merged 16-bit, GGUF)")
+    p.add_argument("run")
+    p.add_argument("--format", choices=("lora", "merged16", "gguf"), default="lora")
+    p.add_argument("--out", help="output folder (default: RUN/export-<format>)")
+    p.add_argument("--quantization", default="q4_k_m", help="GGUF quantization (q4_k_m, q8_0, f16, ...)")
+
+    p = sub.add_parser("ui", help="launch the Gradio app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument("--recipes", help="recipe folder (default: ./recipes, else the kit's)")
+    p.add_argument("--runs", help="run folders (default: ./runs)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cmd_list(args) -> int:
+    from kit.recipe import list_recipes, load_recipe
+
+    folder = Path(args.dir) if args.dir else (Path("recipes") if Path("recipes").is_dir() else RECIPES_DIR)
+    paths = list_recipes(folder)
+    if not paths:
+        raise KitError(f"no recipes (*.yaml) in {folder}")
+    rows = []
+    for path in paths:
+        try:
+            r = load_recipe(path)
+        except KitError as e:
+            rows.append((path.stem, f"INVALID: {e}", "", "", ""))
+            continue
+        steps = " + ".join(f"{s.kind} {s.max_steps or (r.grpo.max_steps if s.kind == 'grpo' else r.sft.max_steps)}"
+                           for s in r.pipeline())
+        rows.append((path.stem, r.model.name, r.model.backend, steps, _vram(r)))
+    _table(("recipe", "model", "backend", "steps", "est. peak VRAM"), rows)
+    print(f"\nrun one: kit train {folder}/<recipe>.yaml   details: kit fit <recipe>")
+    return 0
+
+
+def _vram(recipe) -> str:
+    from kit import fit
+
+    try:
+        est = fit.estimate(recipe)
+    except KitError:
+        return "-"
+    return "-" if est is None else f"{est.total_gb:.1f} GiB"
+
+
+def cmd_train(args) -> int:
+    if not args.recipe and not args.resume:
+        raise KitError("give a recipe (kit train recipes/demo.yaml) or --resume RUN")
+    if args.recipe and args.resume:
+        raise KitError("give either a recipe or --resume RUN, not both (a resumed run uses its own recipe.yaml)")
+    from kit.train import train
+
+    train(args.recipe, args.overrides, resume=args.resume, run_dir=args.run_dir)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from kit import metrics, runs
+
+    run = runs.open_run(args.run)
+    s = runs.read_summary(run)
+    state = runs.status(run, s)
+    print(f"run      {run}")
+    print(f"status   {state}" + (f" ({s.get('phase')})" if state == "running" and s.get("phase") else ""))
+    for key in ("recipe", "model", "backend", "device", "started", "elapsed_s"):
+        if s.get(key) is not None:
+            print(f"{key:<8} {s[key]}")
+    for stage in s.get("stages", []):
+        print(f"stage    {stage['name']}: {stage['status']}, {stage['steps']}/{stage['max_steps']} steps")
+    for note in s.get("notes", []):
+        print(f"note     {note}")
+    if s.get("message"):
+        print(f"message  {s['message']}")
+    records = metrics.read_jsonl(run / runs.METRICS)
+    grpo = [r for r in records if "reward" in r or any(k.startswith("eval/") for k in r)]
+    if not grpo:
+        print("\nno GRPO metrics yet")
+        return 0
+    keys = metrics.reward_keys(grpo)
+    extra = [k for k in ("completions/mean_length", "completions/clipped_ratio", "kl", "frac_reward_zero_std",
+                         "eval/accuracy_strict") if any(k in r for r in grpo)]
+    every = args.every or max(1, len(grpo) // 15)
+    short = {"completions/mean_length": "len", "completions/clipped_ratio": "clipped", "frac_reward_zero_std":
+             "zero_std", "eval/accuracy_strict": "eval_acc"}
+    header = ["stage", "step"] + [k.split("/")[1] if "/" in k and k.startswith("rewards/") else k for k in keys]
+    header += [short.get(k, k) for k in extra]
+    rows = []
+    for i, r in enumerate(grpo):
+        if i % every and i != len(grpo) - 1 and not any(k.startswith("eval/") for k in r):
+            continue
+        rows.append([r.get("stage", ""), r.get("step", "")] + [_num(r.get(k)) for k in keys + extra])
+    print()
+    _table(header, rows)
+    first, final = s.get("first") or {}, s.get("final") or {}
+    if first and final:
+        print("\nfirst -> last 20% of logged steps: " + ", ".join(
+            f"{k.replace('rewards/', '').replace('/mean', '')} {_num(first[k])} -> {_num(final[k])}"
+            for k in first if first.get(k) is not None and final.get(k) is not None))
+    print("\nGRPO's loss is not a progress signal (it is ~0 by construction); watch the rewards.")
+    return 0
+
+
+def _num(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _table(header, rows) -> None:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def cmd_runs(args) -> int:
+    from kit import metrics, runs
+
+    paths = runs.list_runs(args.dir)
+    if not paths:
+        print(f"no runs in {args.dir}/ yet: kit train recipes/demo.yaml")
+        return 0
+    rows = []
+    for run in paths:
+        s = runs.read_summary(run)
+        last = [r for r in metrics.read_jsonl(run / runs.METRICS) if "reward" in r]
+        rows.append((run.name, runs.status(run, s), f"{s.get('run_step', 0)}/{s.get('max_steps', '?')}",
+                     _num(last[-1]["reward"]) if last else "-", s.get("model", "")))
+    _table(("run", "status", "steps", "last reward", "model"), rows)
+    return 0
+
+
+def cmd_fields(args) -> int:
+    from kit.recipe import iter_fields
+
+    rows = [row for row in iter_fields() if not args.section or row[0].split(".")[0] == args.section]
+    if not rows:
+        raise KitError(f"unknown section {args.section!r}; sections: model, data, rewards, sft, grpo, eval, "
+                       "stages, run")
+    if args.markdown:
+        print(fields_markdown(rows))
+        return 0
+    for name, default, help_ in rows:
+        shown = repr(default) if isinstance(default, str) else str(default)
+        print(f"{name}  (default {shown if len(shown) <= 40 else shown[:37] + '...'})\n    {help_}")
+    return 0
+
+
+def fields_markdown(rows=None) -> str:
+    """The README's recipe reference: one row per field, its default and its one help text."""
+    from kit.recipe import iter_fields
+
+    rows = list(iter_fields()) if rows is None else rows
+    lines = ["| field | default | what it does (trade-off) |", "|---|---|---|"]
+    for name, default, help_ in rows:
+        shown = str(default).replace("\n", "\\n").replace("|", "\\|")
+        text = help_.replace("|", "\\|")
+        lines.append(f"| `{name}` | `{shown}` | {text} |")
+    return "\n".join(lines)
+
+
+def cmd_rewards(args) -> int:
+    from kit.rewards import REWARDS
+
+    for name, fn in REWARDS.items():
+        print(f"{name}\n    {fn.__doc__.strip().splitlines()[0]}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from kit import plots, runs
+
+    run = runs.open_run(args.run)
+    out = plots.plot_run(run, args.out)
+    print(out)
+    return 0
+
+
+def _delegate(module: str):
+    def run(args) -> int:
+        import importlib
+
+        return importlib.import_module(f"kit.{module}").cli(args)
+    return run
+
+
+COMMANDS = {
+    "list": cmd_list, "train": cmd_train, "show": cmd_show, "runs": cmd_runs, "fields": cmd_fields,
+    "rewards": cmd_rewards, "plot": cmd_plot,
+    "eval": _delegate("evaluate"), "compare": _delegate("evaluate"), "fit": _delegate("fit"),
+    "bench": _delegate("bench"), "export": _delegate("export"), "ui": _delegate("ui"),
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

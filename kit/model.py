@@ -1,0 +1,269 @@
+"""Model loading: the only module that imports unsloth (and it does so before trl/transformers/peft).
+
+`plan()` decides, before anything heavy is loaded, what will actually run on this machine: backend, 4-bit,
+vLLM, dtype and optimizer — downgrading GPU-only requests on a CPU with a note, refusing impossible explicit
+ones with a `RecipeError`. `load()` then builds the trainable LoRA model; `load_for_inference()` the model used by
+evaluation, chat and export.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from kit.recipe import KitError, ModelSpec, Recipe, RecipeError
+
+TINY = "builtin:tiny"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cuda: bool
+    name: str = "cpu"
+    capability: tuple[int, int] | None = None
+    total_gb: float = 0.0
+
+    @property
+    def bf16(self) -> bool:
+        return self.cuda and self.capability is not None and self.capability >= (8, 0)
+
+
+def detect_hardware() -> Hardware:
+    import torch
+
+    if not torch.cuda.is_available():
+        return Hardware(cuda=False)
+    props = torch.cuda.get_device_properties(0)
+    return Hardware(cuda=True, name=props.name, capability=torch.cuda.get_device_capability(0),
+                    total_gb=props.total_memory / 2**30)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What will run here. `notes` explain every choice that differs from the recipe."""
+    backend: str
+    load_in_4bit: bool
+    fast_inference: bool
+    dtype: str
+    optim: str
+    hardware: Hardware
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.hardware.cuda else "cpu"
+
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def plan(recipe: Recipe, hw: Hardware | None = None) -> Plan:
+    """Resolve backend/4-bit/vLLM/dtype/optimizer for this machine, or raise a RecipeError that says what to
+    change. Cheap: imports torch only to look at the GPU."""
+    hw = hw or detect_hardware()
+    m, notes = recipe.model, []
+    backend = m.backend
+    if backend == "unsloth" and not hw.cuda:
+        raise RecipeError("model.backend: unsloth needs a CUDA GPU and none was found; set model.backend=auto "
+                          "(falls back to transformers) or run on a GPU")
+    if backend == "unsloth" and not _importable("unsloth"):
+        raise RecipeError("model.backend: unsloth is not installed; pip install -e '.[gpu]' or set "
+                          "model.backend=transformers")
+    if backend == "auto":
+        if hw.cuda and _importable("unsloth"):
+            backend = "unsloth"
+            notes.append(f"backend auto -> unsloth (CUDA GPU {hw.name}, unsloth installed)")
+        else:
+            backend = "transformers"
+            why = "no CUDA GPU" if not hw.cuda else "unsloth not installed (pip install -e '.[gpu]')"
+            notes.append(f"backend auto -> transformers ({why})")
+    if m.name == TINY and backend == "unsloth":
+        backend = "transformers"
+        notes.append("builtin:tiny is not an Unsloth-supported architecture size; using transformers")
+
+    load_in_4bit = m.load_in_4bit
+    if load_in_4bit and not hw.cuda:
+        load_in_4bit = False
+        notes.append("model.load_in_4bit: 4-bit (bitsandbytes) needs a CUDA GPU; loading full precision on CPU")
+    if load_in_4bit and backend == "transformers" and not _importable("bitsandbytes"):
+        raise RecipeError("model.load_in_4bit: bitsandbytes is not installed; pip install bitsandbytes or set "
+                          "model.load_in_4bit=false")
+
+    if m.vllm_server and backend == "unsloth":
+        raise RecipeError("model.vllm_server: a vLLM server is for the transformers backend (multi-GPU); Unsloth "
+                          "runs its own vLLM engine. Set model.backend=transformers or drop vllm_server")
+    fast = m.fast_inference
+    if fast and backend != "unsloth":
+        fast = False
+        notes.append("model.fast_inference: vLLM generation runs through Unsloth on a CUDA GPU; using HF "
+                     "generation here")
+    elif fast and hw.capability is not None and hw.capability < (7, 0):
+        fast = False
+        notes.append(f"model.fast_inference: vLLM needs compute capability 7.0+, {hw.name} has "
+                     f"{'.'.join(map(str, hw.capability))}; Unsloth generates without it")
+    elif fast and not _importable("vllm"):
+        fast = False
+        notes.append("model.fast_inference: vllm is not installed; Unsloth generates without it (slower). "
+                     "See docs/install.md")
+
+    dtype = m.dtype
+    if dtype == "auto":
+        dtype = "float32" if not hw.cuda else ("bfloat16" if hw.bf16 else "float16")
+    elif dtype == "bfloat16" and hw.cuda and not hw.bf16:
+        cap = ".".join(map(str, hw.capability or ()))
+        raise RecipeError(f"model.dtype: bfloat16 is not supported by {hw.name} (compute capability {cap}, needs "
+                          "8.0+); set model.dtype=auto or float16")
+    elif dtype == "float16" and not hw.cuda:
+        raise RecipeError("model.dtype: float16 training needs a CUDA GPU; on CPU use model.dtype=auto (float32)")
+
+    optim = recipe.grpo.optim
+    if optim == "auto":
+        optim = "adamw_8bit" if hw.cuda and _importable("bitsandbytes") else "adamw_torch"
+    elif "8bit" in optim and not (hw.cuda and _importable("bitsandbytes")):
+        raise RecipeError(f"grpo.optim: {optim} needs bitsandbytes on a CUDA GPU; use grpo.optim=auto")
+    return Plan(backend, load_in_4bit, fast, dtype, optim, hw, tuple(notes))
+
+
+def model_path(name: str) -> str:
+    """Hub id or local folder to load; builds builtin:tiny on first use."""
+    if name == TINY:
+        from kit import tiny
+
+        return str(tiny.tiny_path())
+    if name.startswith("builtin:"):
+        raise RecipeError(f"model.name: unknown built-in model {name!r}; the only one is {TINY}")
+    return name
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def _lora_kwargs(m: ModelSpec) -> dict:
+    return dict(r=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+                target_modules=list(m.lora_target_modules),
+                modules_to_save=list(m.modules_to_save) or None)
+
+
+def load(recipe: Recipe, p: Plan, seed: int):
+    """The trainable model (base + fresh LoRA adapter) and its tokenizer."""
+    m = recipe.model
+    if p.backend == "unsloth":
+        return _load_unsloth(m, p, seed, adapter=None)
+    model, tokenizer = _load_transformers_base(m, p)
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if p.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
+    elif m.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    import torch
+
+    torch.manual_seed(seed)
+    _check_targets(model, m)
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_lora_kwargs(m)))
+    return model, tokenizer
+
+
+def _check_targets(model, m: ModelSpec) -> None:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in m.lora_target_modules if t not in names]
+    if missing:
+        raise RecipeError(f"model.lora_target_modules: {', '.join(missing)} not in this model; its linear layers "
+                          f"include {', '.join(sorted(n for n in names if n.endswith('proj'))[:10])}")
+
+
+def _load_transformers_base(m: ModelSpec, p: Plan):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = model_path(m.name)
+    kwargs = {"dtype": _torch_dtype(p.dtype)}
+    if p.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=_torch_dtype(p.dtype))
+    if p.hardware.cuda:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise KitError(f"model.name: could not load {m.name!r}: {str(e).splitlines()[0][:200]}. Offline? Use a "
+                       "local folder or builtin:tiny") from None
+    _prepare_tokenizer(tokenizer, m.name)
+    return model, tokenizer
+
+
+def _prepare_tokenizer(tokenizer, name: str) -> None:
+    if tokenizer.chat_template is None:
+        raise KitError(f"model.name: {name} has no chat template; use an -Instruct/-it model (GRPO prompts are "
+                       "chat messages)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _load_unsloth(m: ModelSpec, p: Plan, seed: int, adapter: Path | None):
+    # Unsloth must be imported before trl/transformers/peft so its patches apply.
+    os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")  # vLLM and training share memory (Unsloth's docs)
+    import unsloth  # noqa: F401
+    from unsloth import FastLanguageModel
+
+    kwargs = dict(max_seq_length=m.max_seq_length, load_in_4bit=p.load_in_4bit, dtype=_torch_dtype(p.dtype),
+                  fast_inference=p.fast_inference)
+    if p.fast_inference:
+        kwargs.update(max_lora_rank=m.lora_rank, gpu_memory_utilization=m.gpu_memory_utilization)
+    model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path(m.name), **kwargs)
+    _prepare_tokenizer(tokenizer, m.name)
+    lora = _lora_kwargs(m)
+    model = FastLanguageModel.get_peft_model(
+        model, r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],
+        target_modules=lora["target_modules"], modules_to_save=lora["modules_to_save"],
+        use_gradient_checkpointing="unsloth" if m.gradient_checkpointing else False, random_state=seed)
+    if adapter is not None:
+        load_adapter_weights(model, adapter)
+    return model, tokenizer
+
+
+def load_adapter_weights(model, adapter: Path) -> None:
+    """Load a saved LoRA adapter's weights into an already-built PEFT model (continuing a pipeline stage)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(Path(adapter) / "adapter_model.safetensors")))
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise KitError(f"{adapter}: adapter does not fit this model ({len(unexpected)} unexpected weights, e.g. "
+                       f"{unexpected[0]}); was it trained from another recipe?")
+
+
+def load_for_inference(recipe: Recipe, adapter: Path | None, p: Plan | None = None):
+    """(model, tokenizer, lora_request) for evaluation, chat and export: the recipe's base model with the adapter
+    at `adapter` (None: base only). With Unsloth + vLLM, generation goes through `model.fast_generate` and the
+    adapter through `lora_request`; otherwise the PEFT model generates (its adapter can be disabled for base
+    answers)."""
+    p = p or plan(recipe)
+    m = recipe.model
+    if p.backend == "unsloth":
+        model, tokenizer = _load_unsloth(m, p, seed=0, adapter=None if p.fast_inference else adapter)
+        lora_request = model.load_lora(str(adapter)) if (adapter is not None and p.fast_inference) else None
+        if not p.fast_inference:
+            from unsloth import FastLanguageModel
+
+            FastLanguageModel.for_inference(model)
+        return model, tokenizer, lora_request
+    # Inference needs no 4-bit quantization on CPU and no gradient checkpointing.
+    model, tokenizer = _load_transformers_base(replace(m, gradient_checkpointing=False), p)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    return model, tokenizer, None

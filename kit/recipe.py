@@ -1,0 +1,501 @@
+"""Recipes: a YAML file that maps 1:1 onto the frozen dataclasses below.
+
+Defaults live only here, each field carries one help text with its trade-off (the CLI, the app and the
+README table read it), and every mistake is a `RecipeError` that names the field, the bad value and what is
+allowed — raised before any model is loaded.
+
+    >>> r = load_recipe("recipes/demo.yaml", ["grpo.max_steps=5"])
+    >>> r.grpo.max_steps
+    5
+
+This module imports no torch: the app and the CLI validate recipes without paying for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class KitError(Exception):
+    """A user mistake the kit explains in one line (the CLI prints it without a traceback, exit code 2)."""
+
+
+class RecipeError(KitError):
+    """A recipe (or override) that is wrong: the message names the field, the value and what is allowed."""
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+       min: float | None = None, max: float | None = None, min_exclusive: bool = False,
+       factory: Any = dataclasses.MISSING) -> Any:
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = _f(help="Hub id (e.g. unsloth/Qwen2.5-1.5B-Instruct), a local folder, or `builtin:tiny` (a tiny "
+                   "model built locally in seconds, for the offline demo and tests).")
+    backend: str = _f("auto", "auto: Unsloth when a CUDA GPU is present and unsloth imports, else transformers. "
+                      "unsloth: fastest and leanest on one GPU. transformers: plain TRL + PEFT (CPU, multi-GPU).",
+                      choices=("auto", "unsloth", "transformers"))
+    load_in_4bit: bool = _f(True, "Quantize the frozen base weights to 4 bits (QLoRA): ~4x less weight memory, "
+                            "slightly slower steps and a small quality cost. Needs a CUDA GPU.")
+    dtype: str = _f("auto", "Compute dtype. auto: bfloat16 where the GPU has it (Ampere+), float16 on older GPUs "
+                    "(T4), float32 on CPU.", choices=("auto", "bfloat16", "float16", "float32"))
+    max_seq_length: int = _f(1024, "Longest prompt + completion in tokens. Higher: longer reasoning, more memory "
+                             "(activations and vLLM KV cache).", min=64)
+    lora_rank: int = _f(16, "LoRA rank r. Higher: more capacity, more memory and slower steps; 8-64 is usual.",
+                        min=1)
+    lora_alpha: int = _f(32, "LoRA scaling alpha (update scale = alpha / r). Usually r to 2r.", min=1)
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA path. 0 is fastest (Unsloth's fast path needs 0).",
+                             min=0.0, max=0.9)
+    lora_target_modules: tuple[str, ...] = _f(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "Linear layers that get LoRA adapters. All attention + MLP: best quality; attention only: less memory.")
+    modules_to_save: tuple[str, ...] = _f((), "Modules trained in full beside LoRA (e.g. embed_tokens, lm_head). "
+                                          "Costs their full size in optimizer memory; only the tiny demo needs it.")
+    fast_inference: bool = _f(True, "Generate with vLLM through Unsloth (several times faster rollouts). Needs a "
+                              "CUDA GPU and vllm; falls back to Unsloth/HF generation with a note otherwise.")
+    gpu_memory_utilization: float = _f(0.6, "Share of GPU memory vLLM may take for weights + KV cache. Higher: "
+                                       "more concurrent rollouts; too high leaves training no room (OOM).",
+                                       min=0.05, max=0.95)
+    vllm_server: str | None = _f(None, "Multi-GPU with the transformers backend: URL of a `trl vllm-serve` server "
+                                 "(e.g. http://localhost:8000) that generates rollouts on its own GPU. None: "
+                                 "generate in the training process.")
+    gradient_checkpointing: bool = _f(True, "Recompute activations in the backward pass: much less memory, ~20-30% "
+                                      "slower steps. Unsloth's variant offloads to CPU RAM.")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = _f("openai/gsm8k", "Where the questions come from: openai/gsm8k (Hugging Face Hub, needs "
+                     "internet), builtin:gsm8k-sample (a GSM8K subset shipped with the kit), builtin:arithmetic "
+                     "(synthetic GSM8K-style sums for the tiny demo), or a path to a .jsonl with question/answer.")
+    subset: str = _f("main", "Hub dataset config name (GSM8K: main or socratic). Ignored for local sources.")
+    split: str = _f("train", "Split to train on: train or test.", choices=("train", "test"))
+    limit: int | None = _f(None, "Use only the first N questions (after shuffling with grpo.seed). None: all.",
+                           min=1)
+    enable_thinking: bool | None = _f(None, "Chat templates with a thinking switch (Qwen3): false leaves out the "
+                                      "<think> block so answers start with the <reasoning>/<answer> layout. None: "
+                                      "the template's default.")
+    system_prompt: str = _f(DEFAULT_SYSTEM_PROMPT, "System message put before every question. It should ask for "
+                            "the <reasoning>/<answer> layout the format rewards check.")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    name: str = _f(help="A reward function from kit.rewards (see `kit rewards`).")
+    weight: float = _f(1.0, "Multiplier in the total reward. 0 = logged, not trained on.", min=0.0)
+
+
+DEFAULT_REWARDS = (
+    RewardSpec("correctness_reward", 2.0),
+    RewardSpec("format_reward", 0.5),
+    RewardSpec("soft_format_reward", 0.5),
+    RewardSpec("numeric_answer_reward", 0.5),
+    RewardSpec("xml_count_reward", 0.5),
+)
+
+
+@dataclass(frozen=True)
+class SFTSpec:
+    enabled: bool = _f(False, "Run a short supervised warm-up on worked solutions (rewritten into the "
+                       "<reasoning>/<answer> layout) before GRPO. Teaches the format so rewards are not all 0.")
+    limit: int | None = _f(256, "Number of training examples for the warm-up. More: stronger prior, less left "
+                           "for GRPO to discover.", min=1)
+    format_fraction: float = _f(1.0, "Share of warm-up targets written in the <reasoning>/<answer> layout; the rest "
+                                "are plain worked solutions ending 'The answer is N.'. Below 1 mimics an instruct "
+                                "model that can do the maths but rarely uses the layout, which GRPO then teaches.",
+                                min=0.0, max=1.0)
+    max_steps: int = _f(50, "Optimizer steps of the warm-up.", min=1)
+    learning_rate: float = _f(2e-4, "Warm-up learning rate (LoRA SFT usually 1e-4 to 2e-4).", min=0.0,
+                              max=1.0, min_exclusive=True)
+    per_device_train_batch_size: int = _f(4, "Examples per step per device. Higher: smoother, more memory.",
+                                          min=1)
+    gradient_accumulation_steps: int = _f(1, "Steps accumulated per optimizer update (same memory, larger "
+                                          "effective batch).", min=1)
+
+
+@dataclass(frozen=True)
+class GRPOSpec:
+    num_generations: int = _f(8, "G: answers sampled per question; the advantage is (r - mean) / (std + eps) "
+                              "within this group. Higher: better baseline, more memory and time. 4-8 is usual.",
+                              min=2)
+    per_device_train_batch_size: int = _f(8, "Completions per forward/backward pass. Must make batch x grad-accum "
+                                          "a multiple of num_generations. Higher: faster, more memory.", min=1)
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step (and per generation round). "
+                                          "Higher: more questions per step at the same memory.", min=1)
+    max_prompt_length: int = _f(256, "Longest prompt in tokens; longer questions are dropped from the data set "
+                                "(this TRL has no such option, so the kit enforces it on the data).", min=8)
+    max_completion_length: int = _f(300, "Longest generated answer in tokens. Too low truncates GSM8K reasoning "
+                                    "(median ~250-320 tokens); higher costs memory and time.", min=4)
+    learning_rate: float = _f(5e-6, "Peak learning rate (1e-6 to 1e-5 for real models; the tiny demo needs "
+                              "more). Higher: faster learning, risk of collapse.", min=0.0, max=1.0,
+                              min_exclusive=True)
+    beta: float = _f(0.0, "KL penalty to the reference model (1e-4 to 1e-3 when used). 0: no reference model "
+                     "(saves memory and a forward pass).", min=0.0, max=1.0)
+    epsilon: float = _f(0.2, "Clip range of the policy ratio (0.1-0.3). Lower: more conservative updates.",
+                        min=0.0, max=1.0, min_exclusive=True)
+    loss_type: str = _f("dapo", "Loss aggregation: grpo (per-sequence mean, the paper's; length-biased), dapo "
+                        "(per-token over the batch, TRL's default), dr_grpo (constant normaliser), bnpo.",
+                        choices=("grpo", "dapo", "dr_grpo", "bnpo"))
+    scale_rewards: str = _f("group", "Divide advantages by the group's std (group, the paper's), the batch's "
+                            "(batch), or not at all (none, Dr. GRPO).", choices=("group", "batch", "none"))
+    temperature: float = _f(1.0, "Sampling temperature of rollouts. Higher: more diverse groups, more noise.",
+                            min=0.0, max=2.0, min_exclusive=True)
+    top_p: float = _f(1.0, "Nucleus sampling for rollouts.", min=0.0, max=1.0, min_exclusive=True)
+    max_steps: int = _f(250, "Optimizer steps of GRPO.", min=1)
+    optim: str = _f("auto", "Optimizer. auto: adamw_8bit on a CUDA GPU (less memory), adamw_torch on CPU.",
+                    choices=("auto", "adamw_8bit", "paged_adamw_8bit", "adamw_torch"))
+    lr_scheduler_type: str = _f("cosine", "Learning-rate schedule after warm-up.",
+                                choices=("cosine", "linear", "constant", "constant_with_warmup"))
+    warmup_ratio: float = _f(0.1, "Share of steps spent warming the learning rate up.", min=0.0, max=0.5)
+    weight_decay: float = _f(0.1, "AdamW weight decay.", min=0.0, max=1.0)
+    max_grad_norm: float = _f(0.1, "Gradient clipping. Low values keep RL updates stable.", min=0.0,
+                              min_exclusive=True)
+    mask_truncated_completions: bool = _f(False, "Leave completions cut at max_completion_length out of the loss "
+                                          "(DAPO). Helps when many are truncated.")
+    logging_steps: int = _f(1, "Write metrics every N steps.", min=1)
+    save_steps: int = _f(50, "Save a resumable checkpoint every N steps. Lower: less lost on a crash, more disk.",
+                         min=1)
+    completions_every: int = _f(5, "Write sample completions with their per-reward scores to completions.jsonl "
+                                "every N steps (0: never).", min=0)
+    seed: int = _f(3407, "Seed for the whole run: data shuffling, LoRA init, sampling.", min=0)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    split: str = _f("test", "Held-out split for evaluation.", choices=("train", "test"))
+    limit: int | None = _f(200, "Evaluate on the first N held-out questions (None: all; GSM8K test has 1,319). "
+                           "More: tighter interval, longer evaluation.", min=1)
+    every_steps: int = _f(0, "Evaluate during GRPO every N steps on a fixed held-out subset (0: off). Costs a "
+                          "greedy generation pass each time.", min=0)
+    during_limit: int = _f(32, "Held-out questions used for evaluation during training.", min=1)
+    max_new_tokens: int | None = _f(None, "Generation budget for evaluation. None: grpo.max_completion_length.",
+                                    min=4)
+    batch_size: int = _f(16, "Questions generated at once in HF-generation evaluation. Higher: faster, more "
+                         "memory.", min=1)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    kind: str = _f(help="sft: supervised on worked solutions; grpo: reinforcement learning; rejection_sft: "
+                   "sample k answers per question, keep those the correctness reward accepts, fine-tune on them.",
+                   choices=("sft", "grpo", "rejection_sft"))
+    max_steps: int | None = _f(None, "Steps of this stage. None: the sft/grpo section's max_steps.", min=1)
+    learning_rate: float | None = _f(None, "Learning rate of this stage. None: the section's.", min=0.0,
+                                     max=1.0, min_exclusive=True)
+    questions: int = _f(128, "rejection_sft: training questions to sample answers for.", min=1)
+    samples_per_question: int = _f(4, "rejection_sft: k answers sampled per question. More: more kept data, "
+                                   "longer sampling.", min=1)
+    judge: str | None = _f(None, "rejection_sft: optional LLM-as-judge (hub id, local folder or builtin:tiny) "
+                           "that must also approve a kept answer.")
+    judge_prompt: str = _f("Question:\n{question}\n\nProposed solution:\n{completion}\n\nIs the reasoning correct? "
+                           "Reply with YES or NO.", "rejection_sft: judge prompt with {question} and "
+                           "{completion}; an answer starting with YES approves.")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    output_dir: str = _f("runs", "Folder that receives run folders (<name>-<timestamp>/).")
+    name: str | None = _f(None, "Run name prefix. None: the recipe file's name.")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: ModelSpec
+    description: str = _f("", "One line: what this recipe shows.")
+    data: DataSpec = _f(factory=DataSpec)
+    rewards: tuple[RewardSpec, ...] = _f(DEFAULT_REWARDS, "Reward functions and their weights, summed into the "
+                                         "total reward.")
+    sft: SFTSpec = _f(factory=SFTSpec)
+    grpo: GRPOSpec = _f(factory=GRPOSpec)
+    eval: EvalSpec = _f(factory=EvalSpec)
+    stages: tuple[StageSpec, ...] = _f((), "Multi-stage pipeline, e.g. sft -> grpo -> rejection_sft -> grpo. "
+                                       "Empty: [sft if sft.enabled] + [grpo].")
+    run: RunSpec = _f(factory=RunSpec)
+
+    def pipeline(self) -> tuple[StageSpec, ...]:
+        """The stages this recipe runs, in order."""
+        if self.stages:
+            return self.stages
+        return ((StageSpec("sft"),) if self.sft.enabled else ()) + (StageSpec("grpo"),)
+
+
+SECTIONS = {"model": ModelSpec, "data": DataSpec, "sft": SFTSpec, "grpo": GRPOSpec, "eval": EvalSpec,
+            "run": RunSpec}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_recipe(path: str | Path, overrides: typing.Iterable[str] = ()) -> Recipe:
+    """Read a recipe YAML, apply `section.field=value` overrides, validate everything that can be checked
+    without a model, and return the frozen `Recipe`."""
+    path = Path(path)
+    if not path.is_file():
+        hint = f"; recipes here: {', '.join(sorted(p.name for p in path.parent.glob('*.yaml')))}" \
+            if path.parent.is_dir() and any(path.parent.glob("*.yaml")) else ""
+        raise RecipeError(f"recipe file not found: {path}{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections (model:, data:, grpo: ...), got "
+                          f"{type(raw).__name__}")
+    raw = apply_overrides(raw, overrides)
+    recipe = recipe_from_dict(raw, source=str(path))
+    if recipe.run.name is None:
+        recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, name=path.stem))
+    return recipe
+
+
+def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
+    """Return a copy of `raw` with `section.field=value` overrides applied (values parsed as YAML).
+    `rewards.<name>=<weight>` sets (or adds) one reward's weight."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(f"override {item!r} is not of the form section.field=value (e.g. grpo.max_steps=5)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        parts = key.split(".")
+        if parts[0] == "rewards" and len(parts) == 2:
+            rewards = [dict(r) if isinstance(r, dict) else r for r in raw.get("rewards", [dataclasses.asdict(r)
+                                                                               for r in DEFAULT_REWARDS])]
+            for r in rewards:
+                if isinstance(r, dict) and r.get("name") == parts[1]:
+                    r["weight"] = value
+                    break
+            else:
+                rewards.append({"name": parts[1], "weight": value})
+            raw["rewards"] = rewards
+        elif len(parts) == 1:
+            raw[parts[0]] = value
+        elif len(parts) == 2:
+            section = raw.get(parts[0])
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise RecipeError(f"override {key}: `{parts[0]}` is not a section")
+            section = dict(section)
+            section[parts[1]] = value
+            raw[parts[0]] = section
+        else:
+            raise RecipeError(f"override {key}: use section.field (one dot), e.g. grpo.learning_rate=1e-5")
+    return raw
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
+    """Build and validate a `Recipe` from plain data (what YAML gives)."""
+    recipe = _build(Recipe, raw, "")
+    _check_cross_fields(recipe)
+    return recipe
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: expected a mapping of fields, got {_show(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else f"; allowed: {', '.join(fields)}"
+            raise RecipeError(f"{prefix}{key}: unknown field{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(f"{prefix}{name}: required field is missing ({f.metadata['help']})")
+            continue
+        values[name] = _convert(raw[name], hints[name], f"{prefix}{name}", f.metadata)
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any, name: str, meta: typing.Mapping) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, name, meta)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{name}.")
+    if origin is tuple:
+        if value is None:
+            value = []
+        if isinstance(value, str) and args[0] is str:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{name}: expected a list, got {_show(value)}")
+        return tuple(_convert(v, args[0], f"{name}[{i}]", meta) for i, v in enumerate(value))
+    if value is None:
+        raise RecipeError(f"{name}: must not be empty (null); {meta.get('help', '')}".rstrip("; "))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{name}: expected true or false, got {_show(value)}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{name}: expected a whole number, got {_show(value)}")
+    elif hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-6 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise RecipeError(f"{name}: expected a number, got {_show(value)}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{name}: expected a number, got {_show(value)}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{name}: expected text, got {_show(value)}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint_text = f" (did you mean {close[0]}?)" if close else ""
+        raise RecipeError(f"{name}: {_show(value)} is not allowed; choose one of {', '.join(choices)}{hint_text}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
+        op = ">" if meta.get("min_exclusive") else ">="
+        rng = f"{op} {lo}" + (f" and <= {hi}" if hi is not None else "")
+        raise RecipeError(f"{name}: {_show(value)} is out of range; must be {rng}")
+    if hi is not None and value > hi:
+        raise RecipeError(f"{name}: {_show(value)} is out of range; must be <= {hi}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_cross_fields(r: Recipe) -> None:
+    # Imported here: rewards and data import this module for KitError.
+    from kit import data, rewards
+
+    names = [s.name for s in r.rewards]
+    if not names:
+        raise RecipeError("rewards: at least one reward is needed; e.g. - {name: correctness_reward, weight: 2.0}")
+    for i, name in enumerate(names):
+        if name not in rewards.REWARDS:
+            close = difflib.get_close_matches(name, rewards.REWARDS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(rewards.REWARDS)}"
+            raise RecipeError(f"rewards[{i}].name: unknown reward {name!r}; {hint}")
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise RecipeError(f"rewards: {', '.join(sorted(dupes))} listed twice; list each reward once")
+    if all(s.weight == 0 for s in r.rewards):
+        raise RecipeError("rewards: every weight is 0, so nothing would be trained on; give one a weight > 0")
+
+    g = r.grpo
+    batch = g.per_device_train_batch_size * g.gradient_accumulation_steps
+    if batch % g.num_generations:
+        ok = [b for b in range(1, 65) if (b * g.gradient_accumulation_steps) % g.num_generations == 0][:3]
+        raise RecipeError(
+            f"grpo.per_device_train_batch_size x grpo.gradient_accumulation_steps = "
+            f"{g.per_device_train_batch_size} x {g.gradient_accumulation_steps} = {batch} is not a multiple of "
+            f"grpo.num_generations ({g.num_generations}); with this grad-accum use per_device_train_batch_size "
+            f"in {ok}, or change num_generations")
+    if g.max_prompt_length + g.max_completion_length > r.model.max_seq_length:
+        raise RecipeError(
+            f"grpo.max_prompt_length + grpo.max_completion_length = {g.max_prompt_length} + "
+            f"{g.max_completion_length} = {g.max_prompt_length + g.max_completion_length} exceeds "
+            f"model.max_seq_length ({r.model.max_seq_length}); raise model.max_seq_length or shorten one of them")
+    if r.model.lora_alpha > 16 * r.model.lora_rank:
+        raise RecipeError(f"model.lora_alpha: {r.model.lora_alpha} is over 16 x lora_rank ({r.model.lora_rank}); "
+                          f"such a scale makes LoRA updates explode; use r to 2r")
+    data.check_source(r.data.source, "data.source")
+    for i, st in enumerate(r.stages):
+        if st.kind == "rejection_sft" and "correctness_reward" not in names:
+            raise RecipeError(f"stages[{i}]: rejection_sft keeps answers the correctness reward accepts; add "
+                              "correctness_reward to rewards (weight 0 logs it without training on it)")
+        if st.judge is not None and st.kind != "rejection_sft":
+            raise RecipeError(f"stages[{i}].judge: only a rejection_sft stage has a judge (this is {st.kind})")
+    if r.stages and r.sft.enabled and r.stages[0].kind != "sft":
+        raise RecipeError("sft.enabled: with explicit stages, list the warm-up as a stage (- kind: sft) "
+                          "instead of sft.enabled")
+    if r.stages and not any(st.kind == "grpo" for st in r.stages):
+        raise RecipeError("stages: a pipeline needs at least one grpo stage")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saving and describing
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain data (lists, not tuples) that `recipe_from_dict` reads back to the same recipe."""
+    def plain(x: Any) -> Any:
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+    return plain(dataclasses.asdict(recipe))
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the resolved recipe (every field, defaults included): the run folder says how it was trained."""
+    text = "# Resolved recipe: every field, defaults included. `kit train` reads it back unchanged.\n"
+    text += yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True, width=110)
+    Path(path).write_text(text)
+
+
+def field_help(dotted: str) -> str:
+    """The one help text of a field, e.g. field_help("grpo.beta")."""
+    section, _, name = dotted.partition(".")
+    cls = SECTIONS.get(section)
+    if cls is None:
+        fields = {f.name: f for f in dataclasses.fields(Recipe)}
+        if section in fields:
+            return fields[section].metadata["help"]
+        raise KeyError(dotted)
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(dotted)
+
+
+def iter_fields() -> typing.Iterator[tuple[str, Any, str]]:
+    """(dotted name, default, help) for every field: the README table and the app read this."""
+    for f in dataclasses.fields(Recipe):
+        if f.name in SECTIONS:
+            for g in dataclasses.fields(SECTIONS[f.name]):
+                default = g.default if g.default is not dataclasses.MISSING else "(required)"
+                yield f"{f.name}.{g.name}", default, g.metadata["help"]
+        elif f.name not in ("model",):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.name == "rewards":
+                default = ", ".join(f"{r.name}:{r.weight:g}" for r in DEFAULT_REWARDS)
+            yield f.name, default, f.metadata["help"]
+
+
+def list_recipes(folder: str | Path = "recipes") -> list[Path]:
+    return sorted(Path(folder).glob("*.yaml"))

@@ -1,0 +1,87 @@
+"""`builtin:tiny`: a tiny Llama-architecture model and byte-level BPE tokenizer built locally, deterministically,
+in seconds, so the demo and the tests need no download.
+
+It is saved like any hub model (config.json, model.safetensors, tokenizer.json, chat template) and then loaded
+through exactly the same code path as a real model. The format tags are ordinary (not special) tokens: special
+tokens are stripped from decoded completions, and the format rewards would never see them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+VERSION = "v1"  # bump when anything below changes: the cache folder is keyed by it
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SPECIAL = ["<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+TAGS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>"]
+ARCH = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KIT_CACHE", Path.home() / ".cache" / "grpo-kit"))
+
+
+def tiny_path() -> Path:
+    """Folder of the tiny model, built on first use (atomically, so parallel runs don't race)."""
+    path = cache_dir() / f"tiny-llama-{VERSION}"
+    if (path / "config.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=path.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process finished first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _corpus() -> list[str]:
+    from kit import data
+    from kit.recipe import DEFAULT_SYSTEM_PROMPT
+
+    texts = [DEFAULT_SYSTEM_PROMPT]
+    for row in data.arithmetic_rows("train"):
+        texts += [row["question"], data.solution_to_completion(row["answer"])]
+    for row in data.load_rows("builtin:gsm8k-sample", "train"):
+        texts += [row["question"], row["answer"]]
+    return texts
+
+
+def build(path: Path, seed: int = 0) -> None:
+    """Write a tokenizer and a randomly initialised model to `path` (same bytes every time)."""
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),  # one token per digit: arithmetic is learnable
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=640, special_tokens=SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **ARCH)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)

@@ -1,0 +1,484 @@
+"""One training flow, top to bottom: recipe -> plan -> run folder -> model -> data -> stages (SFT / GRPO /
+rejection-sampling SFT) -> save.
+
+    kit train recipes/demo.yaml --set grpo.max_steps=20
+
+Everything the run produces lands in its run folder (see kit/runs.py); trl/transformers are imported only after
+kit.model has loaded the model, so Unsloth (when used) is imported first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import socket
+import time
+import traceback
+from pathlib import Path
+
+from kit import data, metrics, runs
+from kit import model as kit_model
+from kit.recipe import KitError, Recipe, StageSpec, load_recipe, save_recipe
+
+
+def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resume: str | Path | None = None,
+          run_dir: str | Path | None = None) -> Path:
+    """Run a recipe (or resume a run folder) and return the run folder. `run_dir` names the folder to create
+    (the app chooses it so it can put train.log inside); by default it is <run.output_dir>/<name>-<timestamp>."""
+    # --- Recipe and plan: every check that needs no model happens here -------------------------------------
+    if resume is not None:
+        run = runs.open_run(resume)
+        recipe = load_recipe(run / runs.RECIPE, overrides)
+    else:
+        recipe = load_recipe(recipe_path, overrides)
+    plan = kit_model.plan(recipe)
+    _say(f"recipe {recipe.run.name}: {recipe.model.name} | backend {plan.backend} | "
+         f"{'4-bit' if plan.load_in_4bit else plan.dtype} | {'vLLM' if plan.fast_inference else 'HF'} generation "
+         f"| {plan.hardware.name}")
+    for note in plan.notes:
+        _say(note)
+    from kit.fit import warn_if_too_big  # no torch: arithmetic on the shipped config
+
+    warn_if_too_big(recipe, plan)
+    # --- Run folder --------------------------------------------------------------------------------------------
+    # Under `accelerate launch` every process runs this flow; only the main one writes the run folder.
+    main = int(os.environ.get("RANK", 0)) == 0
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and resume is None and run_dir is None:
+        raise KitError("multi-process launch: pass --run-dir DIR so every process uses the same run folder")
+    if resume is None and run_dir is not None:
+        run = Path(run_dir)
+        if main and (run / runs.RECIPE).exists():
+            raise KitError(f"{run} is already a run folder; continue it with --resume {run}")
+        run.mkdir(parents=True, exist_ok=True)
+    elif resume is None:
+        run = runs.new_run_dir(recipe.run.output_dir, recipe.run.name)
+    if main:
+        save_recipe(recipe, run / runs.RECIPE)
+    tracker = Tracker(run, recipe, plan, resumed=resume is not None, main=main)
+    _say(f"run folder: {run}")
+
+    from kit.callbacks import StopFlag  # transformers import: after the plan, before the model
+
+    stop = StopFlag().install()
+    try:
+        # --- Model -------------------------------------------------------------------------------------------
+        tracker.update(phase="loading model")
+        model, tokenizer = kit_model.load(recipe, plan, seed=recipe.grpo.seed)
+        _say(f"model loaded: {_count_params(model)}")
+
+        # --- Stages ------------------------------------------------------------------------------------------
+        previous_adapter = None
+        for index, stage in enumerate(recipe.pipeline()):
+            if stop.requested:
+                break
+            name = f"{index + 1}-{stage.kind}"
+            stage_dir = run / runs.STAGES / name
+            if tracker.stage_status(name) == "finished":
+                previous_adapter = stage_dir / runs.ADAPTER
+                continue
+            if previous_adapter is not None:  # resuming after finished stages: continue from their adapter
+                kit_model.load_adapter_weights(model, previous_adapter)
+                previous_adapter = None
+            stage_recipe = _stage_recipe(recipe, stage)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            if main:
+                save_recipe(stage_recipe, stage_dir / runs.RECIPE)
+            tracker.start_stage(name, stage)
+            if stage.kind == "sft":
+                rows = data.questions(recipe.data.source, recipe.data.split, recipe.sft.limit, recipe.grpo.seed,
+                                      recipe.data.subset)
+                _run_sft(stage_recipe, plan, model, tokenizer, rows, stage_dir, name, tracker, stop)
+            elif stage.kind == "rejection_sft":
+                rows = _rejection_sample(stage_recipe, stage, model, tokenizer, stage_dir, tracker)
+                _run_sft(stage_recipe, plan, model, tokenizer, rows, stage_dir, name, tracker, stop)
+            else:
+                _run_grpo(stage_recipe, plan, model, tokenizer, stage_dir, name, tracker, stop)
+            if main:
+                model.save_pretrained(stage_dir / runs.ADAPTER)
+                tokenizer.save_pretrained(stage_dir / runs.ADAPTER)
+            tracker.end_stage(name, "stopped" if stop.requested else "finished")
+
+        # --- Save ----------------------------------------------------------------------------------------------
+        tracker.update(phase="saving adapter")
+        if main:
+            model.save_pretrained(run / runs.ADAPTER)
+            tokenizer.save_pretrained(run / runs.ADAPTER)
+        if stop.requested:
+            tracker.finish("stopped", f"stopped by {stop.signal_name}; continue with: kit train --resume {run}")
+        else:
+            tracker.finish("finished")
+    except KitError as e:
+        tracker.finish("failed", str(e))
+        raise
+    except KeyboardInterrupt:
+        tracker.finish("stopped", "interrupted (second Ctrl-C): the last checkpoint is kept")
+        raise
+    except Exception as e:
+        (run / "error.log").write_text(traceback.format_exc())
+        message = _explain(e)
+        tracker.finish("failed", message)
+        raise KitError(f"training failed: {message} (traceback: {run / 'error.log'})") from None
+    _say(f"{tracker.summary['status']}: {run}")
+    return run
+
+
+def _stage_recipe(recipe: Recipe, stage: StageSpec) -> Recipe:
+    """The recipe a stage runs with: the stage's max_steps / learning_rate replace its section's."""
+    section = "grpo" if stage.kind == "grpo" else "sft"
+    changes = {k: v for k, v in (("max_steps", stage.max_steps), ("learning_rate", stage.learning_rate))
+               if v is not None}
+    if not changes:
+        return recipe
+    return dataclasses.replace(recipe, **{section: dataclasses.replace(getattr(recipe, section), **changes)})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainer arguments shared by both trainers
+
+
+def _common_args(recipe: Recipe, plan: kit_model.Plan, out: Path) -> dict:
+    g = recipe.grpo
+    return dict(
+        output_dir=str(out), use_cpu=not plan.hardware.cuda, bf16=plan.dtype == "bfloat16",
+        fp16=plan.dtype == "float16", gradient_checkpointing=False,  # set up by kit.model (Unsloth's or PEFT's)
+        optim=plan.optim, seed=g.seed, data_seed=g.seed, report_to="none", save_strategy="steps",
+        save_total_limit=2, logging_first_step=True, dataloader_num_workers=0, disable_tqdm=False,
+    )
+
+
+def _resume_checkpoint(out: Path) -> str | None:
+    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if out.is_dir() else []
+    return str(ckpts[-1]) if ckpts else None
+
+
+def _callbacks(recipe, stage_name, tracker, stop, every_completions=0):
+    from kit.callbacks import CompletionsCallback, MetricsCallback, StopCallback
+
+    offset = tracker.offset(stage_name)
+    metrics_cb = MetricsCallback(tracker.metrics_writer(stage_name), stage_name, offset,
+                                 on_step=lambda step: tracker.step(stage_name, step))
+    completions_cb = CompletionsCallback(tracker.writer(tracker.run / runs.COMPLETIONS), stage_name, offset,
+                                         every_completions)
+    return [metrics_cb, completions_cb, StopCallback(stop)], completions_cb
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SFT (warm-up, and the fine-tuning half of rejection sampling)
+
+
+def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracker, stop):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    s = recipe.sft
+    if "completion" not in rows[0]:  # worked solutions: rewrite them (rejection sampling brings its own)
+        rng = random.Random(recipe.grpo.seed)
+        rows = [dict(r, completion=data.solution_to_completion(r["solution"]) if rng.random() < s.format_fraction
+                     else data.solution_to_plain(r["solution"])) for r in rows]
+    ds = Dataset.from_list([{"prompt": data.to_prompt(r["question"], recipe.data.system_prompt),
+                             "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
+    out = stage_dir / "checkpoints"
+    args = SFTConfig(**_common_args(recipe, plan, out), max_steps=s.max_steps, learning_rate=s.learning_rate,
+                     per_device_train_batch_size=s.per_device_train_batch_size,
+                     gradient_accumulation_steps=s.gradient_accumulation_steps, logging_steps=1,
+                     save_steps=max(s.max_steps // 2, 1), lr_scheduler_type="cosine", warmup_steps=0.05,
+                     max_length=recipe.model.max_seq_length, completion_only_loss=True, packing=False)
+    callbacks, _ = _callbacks(recipe, stage_name, tracker, stop)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
+    _say(f"{stage_name}: supervised warm-up on {len(ds)} worked solutions, {s.max_steps} steps")
+    tracker.update(phase=f"{stage_name}: training")
+    trainer.train(resume_from_checkpoint=_resume_checkpoint(out))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GRPO
+
+
+def grpo_dataset(recipe: Recipe, tokenizer):
+    """GRPO prompts in TRL's conversational format with the gold `answer` column; prompts longer than
+    grpo.max_prompt_length are dropped (this TRL has no max_prompt_length)."""
+    from datasets import Dataset
+
+    rows = data.questions(recipe.data.source, recipe.data.split, recipe.data.limit, recipe.grpo.seed,
+                          recipe.data.subset)
+    kept = []
+    for r in rows:
+        prompt = data.to_prompt(r["question"], recipe.data.system_prompt)
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True,
+                                             **data.template_kwargs(recipe.data))
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= recipe.grpo.max_prompt_length:
+            kept.append({"prompt": prompt, "answer": r["answer"], "question": r["question"]})
+    dropped = len(rows) - len(kept)
+    if not kept:
+        raise KitError(f"grpo.max_prompt_length: all {len(rows)} prompts are longer than "
+                       f"{recipe.grpo.max_prompt_length} tokens; raise it")
+    if dropped:
+        _say(f"data: dropped {dropped} of {len(rows)} questions longer than grpo.max_prompt_length "
+             f"({recipe.grpo.max_prompt_length} tokens)")
+    return Dataset.from_list(kept)
+
+
+def grpo_config(recipe: Recipe, plan: kit_model.Plan, out: Path):
+    """TRL's GRPOConfig for a recipe on this machine's plan: the one place recipe fields meet TRL's names."""
+    from trl import GRPOConfig
+
+    g = recipe.grpo
+    vllm = {"use_vllm": plan.fast_inference}  # Unsloth's patched trainer generates with its own vLLM engine
+    if recipe.model.vllm_server:  # multi-GPU: TRL generates on a separate `trl vllm-serve` process
+        vllm = {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": recipe.model.vllm_server}
+    return GRPOConfig(
+        **_common_args(recipe, plan, out), **vllm,
+        num_generations=g.num_generations, per_device_train_batch_size=g.per_device_train_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps, max_completion_length=g.max_completion_length,
+        learning_rate=g.learning_rate, beta=g.beta, epsilon=g.epsilon, loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards, temperature=g.temperature, top_p=g.top_p, max_steps=g.max_steps,
+        lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_ratio,  # a float < 1 is a ratio
+        weight_decay=g.weight_decay,
+        max_grad_norm=g.max_grad_norm, mask_truncated_completions=g.mask_truncated_completions,
+        logging_steps=g.logging_steps, save_steps=g.save_steps,
+        reward_weights=[r.weight for r in recipe.rewards],
+        log_completions=False, shuffle_dataset=True, chat_template_kwargs=data.template_kwargs(recipe.data),
+    )
+
+
+def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, stop):
+    from trl import GRPOTrainer
+
+    from kit.rewards import REWARDS
+
+    g = recipe.grpo
+    ds = grpo_dataset(recipe, tokenizer)
+    args = grpo_config(recipe, plan, stage_dir / "checkpoints")
+    callbacks, completions_cb = _callbacks(recipe, stage_name, tracker, stop, g.completions_every)
+    if recipe.eval.every_steps:
+        from kit.callbacks import EvalCallback
+
+        callbacks.append(EvalCallback(recipe, tokenizer, tracker.metrics_writer(stage_name), stage_name,
+                                      tracker.offset(stage_name), scratch=str(stage_dir / "eval_lora")))
+    trainer = GRPOTrainer(model=model, reward_funcs=[REWARDS[r.name] for r in recipe.rewards], args=args,
+                          train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
+    completions_cb.trainer = trainer
+    _say(f"{stage_name}: GRPO on {len(ds)} questions, {g.max_steps} steps, {g.num_generations} answers per "
+         f"question, rewards {', '.join(f'{r.name} x{r.weight:g}' for r in recipe.rewards)}")
+    if plan.backend == "unsloth":
+        _say("Unsloth compiles its kernels during the first step: expect a few minutes (about 3 on an H100) "
+             "before step 1 is logged. It is not hung.")
+        tracker.update(phase=f"{stage_name}: compiling (first step takes minutes)")
+    else:
+        tracker.update(phase=f"{stage_name}: training")
+    trainer.train(resume_from_checkpoint=_resume_checkpoint(stage_dir / "checkpoints"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rejection sampling: k answers per question, keep the correct ones (and the judge's), de-duplicate
+
+
+def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> list[dict]:
+    from kit.generation import Generator
+    from kit.rewards import correctness_reward
+
+    rows = data.questions(recipe.data.source, recipe.data.split, stage.questions, recipe.grpo.seed + 1,
+                          recipe.data.subset)
+    tracker.update(phase=f"{stage_dir.name}: sampling {stage.samples_per_question} answers x {len(rows)} "
+                         "questions")
+    _say(f"{stage_dir.name}: sampling {stage.samples_per_question} answers for each of {len(rows)} questions")
+    gen = Generator.of_training_model(model, tokenizer, stage_dir / "sampling_lora",
+                                      data.template_kwargs(recipe.data))
+    prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows]
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(prompts), desc="sampling", unit="q") as bar:
+        answers = gen.generate(prompts, recipe.grpo.max_completion_length, temperature=recipe.grpo.temperature,
+                               top_p=recipe.grpo.top_p, n=stage.samples_per_question, on_batch=bar.update)
+    judge = _load_judge(stage) if stage.judge else None
+    kept, seen, n_correct = [], set(), 0
+    for row, texts in zip(rows, answers):
+        for text in texts:
+            if correctness_reward([text], answer=[row["answer"]])[0] != 1.0:
+                continue
+            n_correct += 1
+            key = (row["question"], " ".join(text.split()))
+            if key in seen:
+                continue
+            seen.add(key)
+            if judge is not None and not judge(row["question"], text, stage.judge_prompt):
+                continue
+            kept.append({"question": row["question"], "answer": row["answer"], "completion": text.strip()})
+    total = len(rows) * stage.samples_per_question
+    tracker.metrics_writer(stage_dir.name).write({
+        "step": 0, "run_step": tracker.offset(stage_dir.name), "time": round(time.time(), 3),
+        "stage": stage_dir.name, "rejection/sampled": total, "rejection/correct_rate": n_correct / total,
+        "rejection/kept": len(kept)})
+    _say(f"{stage_dir.name}: {n_correct}/{total} sampled answers correct, {len(kept)} kept after de-duplication"
+         + (" and the judge" if judge else ""))
+    if not kept:
+        why = ("the judge approved none of the correct ones" if n_correct else "no sampled answer was correct")
+        raise KitError(f"{stage_dir.name}: {why}, so there is nothing to fine-tune on; train longer first (an "
+                       "earlier sft/grpo stage), raise samples_per_question" + (", or drop the judge" if n_correct
+                                                                                 else ""))
+    if tracker.main:
+        (stage_dir / "kept.jsonl").unlink(missing_ok=True)  # a resumed stage samples afresh
+    kept_writer = tracker.writer(stage_dir / "kept.jsonl")
+    for row in kept:
+        kept_writer.write(row)
+    return kept
+
+
+def _load_judge(stage: StageSpec):
+    """An LLM-as-judge: approves an answer when its reply starts with YES."""
+    from kit.generation import Generator
+    from kit.recipe import recipe_from_dict
+
+    if stage.judge.endswith((".yaml", ".yml")):  # a recipe: its model section says how to load the judge
+        from kit.recipe import load_recipe
+
+        judge_recipe = load_recipe(stage.judge)
+    else:
+        judge_recipe = recipe_from_dict({"model": {"name": stage.judge, "load_in_4bit": True,
+                                                   "fast_inference": False}})
+    model, tokenizer, _ = kit_model.load_for_inference(judge_recipe, adapter=None)
+    gen = Generator(model, tokenizer)
+
+    def approve(question: str, completion: str, prompt: str) -> bool:
+        text = prompt.format(question=question, completion=completion)
+        reply = gen.generate([[{"role": "user", "content": text}]], max_new_tokens=4)[0][0]
+        return reply.strip().upper().startswith("YES")
+
+    return approve
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run bookkeeping
+
+
+class Tracker:
+    """Keeps summary.json current (status, phase, steps, reward means) and owns the metrics writers."""
+
+    def __init__(self, run: Path, recipe: Recipe, plan: kit_model.Plan, resumed: bool, main: bool = True):
+        self.run, self.recipe, self.main = run, recipe, main
+        previous = runs.read_summary(run) if resumed else {}
+        done = {s["name"]: s for s in previous.get("stages", [])}
+        stages = []
+        for i, s in enumerate(recipe.pipeline()):
+            name = f"{i + 1}-{s.kind}"
+            before = done.get(name, {})
+            stages.append({"name": name, "kind": s.kind, "status": before.get("status", "pending"),
+                           "steps": before.get("steps", 0),
+                           "max_steps": s.max_steps or (recipe.grpo.max_steps if s.kind == "grpo"
+                                                        else recipe.sft.max_steps)})
+        self.t0 = time.time()
+        self.summary = {
+            "status": "running", "phase": "starting", "run": str(run), "recipe": recipe.run.name,
+            "description": recipe.description, "model": recipe.model.name, "backend": plan.backend,
+            "device": plan.hardware.name, "notes": list(plan.notes),
+            "started": previous.get("started", time.strftime("%Y-%m-%d %H:%M:%S")),
+            "elapsed_s": previous.get("elapsed_s", 0.0), "pid": os.getpid(), "host": socket.gethostname(),
+            "stage": None, "step": 0, "run_step": previous.get("run_step", 0),
+            "max_steps": sum(s["max_steps"] for s in stages), "stages": stages, "error": None,
+        }
+        self._base_elapsed = self.summary["elapsed_s"]
+        self._last_write = 0.0
+        if resumed and main:
+            self._truncate_metrics()
+        self.write()
+
+    def _truncate_metrics(self) -> None:
+        """On resume, drop records logged after the checkpoint the interrupted stage restarts from, so curves
+        don't fold back on themselves."""
+        for s in self.summary["stages"]:
+            if s["status"] == "finished":
+                continue
+            ckpt = _resume_checkpoint(self.run / runs.STAGES / s["name"] / "checkpoints")
+            upto = int(ckpt.split("-")[-1]) if ckpt else 0
+            for path in (self.run / runs.METRICS, self.run / runs.STAGES / s["name"] / runs.METRICS):
+                records = metrics.read_jsonl(path)
+                keep = [r for r in records if r.get("stage") != s["name"] or r.get("step", 0) <= upto]
+                if len(keep) != len(records) and path.exists():
+                    path.unlink()
+                    writer = metrics.JsonlWriter(path)
+                    for r in keep:
+                        writer.write(r)
+
+    def write(self) -> None:
+        if not self.main:
+            return
+        self.summary["elapsed_s"] = round(self._base_elapsed + time.time() - self.t0, 1)
+        self.summary["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        runs.write_summary(self.run, self.summary)
+
+    def update(self, **fields) -> None:
+        self.summary.update(fields)
+        self.write()
+
+    def _stage(self, name: str) -> dict:
+        return next(s for s in self.summary["stages"] if s["name"] == name)
+
+    def stage_status(self, name: str) -> str:
+        return self._stage(name)["status"]
+
+    def offset(self, name: str) -> int:
+        """Steps done by the stages before `name` (x-axis offset of its curves)."""
+        total = 0
+        for s in self.summary["stages"]:
+            if s["name"] == name:
+                return total
+            total += s["steps"]
+        raise KeyError(name)
+
+    def writer(self, *paths: Path) -> metrics.JsonlWriter:
+        """A JSONL writer to `paths`; on non-main processes one that writes nowhere."""
+        return metrics.JsonlWriter(*paths) if self.main else metrics.JsonlWriter()
+
+    def metrics_writer(self, name: str) -> metrics.JsonlWriter:
+        return self.writer(self.run / runs.METRICS, self.run / runs.STAGES / name / runs.METRICS)
+
+    def start_stage(self, name: str, stage: StageSpec) -> None:
+        self._stage(name)["status"] = "running"
+        self.update(stage=name, step=self._stage(name)["steps"])
+
+    def step(self, name: str, step: int) -> None:
+        self._stage(name)["steps"] = step
+        self.summary["step"] = step
+        self.summary["run_step"] = self.offset(name) + step
+        if self.summary["phase"].endswith("compiling (first step takes minutes)"):
+            self.summary["phase"] = f"{name}: training"
+        if time.time() - self._last_write > 1.0:  # cheap enough every second, not every micro-step
+            self._last_write = time.time()
+            self.write()
+
+    def end_stage(self, name: str, status: str) -> None:
+        self._stage(name)["status"] = status
+        self.write()
+
+    def finish(self, status: str, message: str | None = None) -> None:
+        records = metrics.read_jsonl(self.run / runs.METRICS)
+        grpo = [r for r in records if str(r.get("stage", "")).endswith("-grpo")]
+        keys = metrics.reward_keys(grpo) + [k for k in ("eval/accuracy_strict", "eval/accuracy_lenient")
+                                            if any(k in r for r in grpo)]
+        self.summary["first"] = {k: metrics.window_mean(grpo, k, first=True) for k in keys}
+        self.summary["final"] = {k: metrics.window_mean(grpo, k, first=False) for k in keys}
+        for s in self.summary["stages"]:
+            if s["status"] == "running":
+                s["status"] = status
+        self.summary.update(status=status, phase=status, error=message if status == "failed" else None,
+                            message=message, ended=time.strftime("%Y-%m-%d %H:%M:%S"))
+        self.write()
+
+
+def _count_params(model) -> str:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{total / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable"
+
+
+def _explain(e: Exception) -> str:
+    text = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    if "out of memory" in str(e).lower():
+        return (f"{text} -> the GPU ran out of memory; lower grpo.num_generations, grpo.max_completion_length or "
+                "model.gpu_memory_utilization (kit fit RECIPE estimates the peak)")
+    return text
+
+
+def _say(message: str) -> None:
+    print(f"[kit] {message}", flush=True)

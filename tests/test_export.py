@@ -1,0 +1,106 @@
+"""kit export: LoRA and merged float16 exports of the tiny demo run reload and generate; untrained adapters and
+GGUF without Unsloth are refused with a message that says why."""
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kit import export, runs
+from kit.recipe import KitError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A short run of the tiny demo: 5 SFT steps are enough to move the LoRA B matrices off zero."""
+    from kit.train import train
+
+    out = tmp_path_factory.mktemp("export-runs")
+    return train(ROOT / "recipes" / "demo.yaml", ["sft.max_steps=5", "grpo.max_steps=2", f"run.output_dir={out}"])
+
+
+def _generate(model, tokenizer, n=6):
+    import torch
+
+    enc = tokenizer("What is 2 + 3?", return_tensors="pt")
+    with torch.no_grad():
+        return model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+
+
+def test_lora_export_copies_adapter_and_reloads(demo_run, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kit.model import model_path
+
+    out = export.export(demo_run, "lora", tmp_path / "lora")
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "recipe.yaml", "export.json"} <= {
+        p.name for p in out.iterdir()}
+    assert "builtin:tiny" in (out / "README.md").read_text()
+    assert json.loads((out / "export.json").read_text())["adapter_tensors"]["lora_B_nonzero"] > 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path("builtin:tiny")), out)
+    assert _generate(model, tokenizer).shape[1] > 0
+
+
+@pytest.mark.slow
+def test_merged16_export_reloads_in_float16_and_matches_the_adapter(demo_run, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kit.model import model_path
+
+    out = export.cli(SimpleNamespace(run=str(demo_run), format="merged16", out=str(tmp_path / "m16"),
+                                     quantization="q4_k_m"))
+    assert out == 0
+    folder = tmp_path / "m16"
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "float16"
+    merged = AutoModelForCausalLM.from_pretrained(folder)
+    assert merged.dtype == torch.float16 and not hasattr(merged, "peft_config")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path("builtin:tiny")),
+                                     runs.latest_adapter(demo_run)).eval()
+    ids = tokenizer("What is 2 + 3?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want = peft(ids).logits
+        got = merged.float()(ids).logits
+    assert torch.allclose(got, want, atol=0.05, rtol=0.01)  # merged == base + adapter, up to fp16 rounding
+    assert _generate(merged.float(), tokenizer).shape[1] > ids.shape[1]
+
+
+def test_untrained_adapter_is_refused(demo_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "zero-run"
+    shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns("checkpoints", "stages"))
+    weights = run / runs.ADAPTER / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    # an untrained LoRA-only adapter: B matrices are zero, nothing else is saved
+    tensors = {k: (torch.zeros_like(v) if ".lora_B." in k else v) for k, v in tensors.items()
+               if ".lora_A." in k or ".lora_B." in k}
+    save_file(tensors, weights)
+    with pytest.raises(KitError, match="all zeros"):
+        export.export(run, "lora", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_gguf_needs_unsloth_on_a_gpu(demo_run, tmp_path):
+    with pytest.raises(KitError, match="GGUF export runs through Unsloth on a CUDA GPU"):
+        export.export(demo_run, "gguf", tmp_path / "gguf")
+
+
+def test_existing_output_and_bad_names_are_refused(demo_run, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("keep me")
+    with pytest.raises(KitError, match="already exists"):
+        export.export(demo_run, "lora", tmp_path / "busy")
+    with pytest.raises(KitError, match="not a GGUF quantization"):
+        export.export(demo_run, "gguf", tmp_path / "g", quantization="q4 k m")
+    with pytest.raises(KitError, match="run folder not found"):
+        export.export(tmp_path / "nope", "lora")

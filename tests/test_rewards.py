@@ -1,0 +1,112 @@
+"""Rewards and the answer extractor, on real GSM8K rows and on the pitfalls that let a reward be gamed."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kit import data
+from kit.rewards import (REWARDS, correctness_reward, format_reward, numeric_answer_reward, score,
+                         soft_format_reward, xml_count_reward)
+
+SAMPLE = Path(data.__file__).parent / "assets" / "gsm8k"
+ROWS = [json.loads(line) for line in (SAMPLE / "test.jsonl").read_text().splitlines()]
+
+
+def conv(text):
+    """A completion as GRPOTrainer passes it for chat prompts."""
+    return [{"role": "assistant", "content": text}]
+
+
+def layout(answer, reasoning="some steps"):
+    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{answer}\n</answer>"
+
+
+def test_gold_answers_from_real_rows():
+    assert data.extract_hash_answer(ROWS[0]["answer"]) == "18"  # Janet's ducks
+    with_comma = next(r for r in ROWS if "#### 2,125" in r["answer"])
+    assert data.extract_hash_answer(with_comma["answer"]) == "2125"
+
+
+@pytest.mark.parametrize("row", ROWS[:40], ids=lambda r: r["question"][:30])
+def test_gold_solution_in_layout_earns_every_reward(row):
+    gold = data.extract_hash_answer(row["answer"])
+    completion = data.solution_to_completion(row["answer"])
+    for c in (completion, conv(completion)):
+        assert score(c, gold) == {name: 1.0 for name in REWARDS}
+
+
+@pytest.mark.parametrize("written, gold", [
+    ("1,000", "1000"), ("$18.00", "18"), ("18.", "18"), ("-3", "-3"), ("3/4", "0.75"), ("0.75", "3/4"),
+    ("  \n 18 \n\n", "18"), ("18 dollars", "18"), ("$1,234,567", "1234567"), ("50%", "50"),
+])
+def test_correctness_compares_numbers_not_strings(written, gold):
+    assert correctness_reward([layout(written)], answer=[gold]) == [1.0]
+    assert correctness_reward([conv(layout(written))], answer=[gold]) == [1.0]
+
+
+def test_correctness_on_a_real_row_with_commas():
+    row = next(r for r in ROWS if "#### 2,125" in r["answer"])
+    gold = data.extract_hash_answer(row["answer"])
+    assert correctness_reward([layout("2,125"), layout("2125.0"), layout("2,124")], answer=[gold] * 3) == \
+        [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("completion", [
+    "<reasoning>\nx\n</reasoning>\n<answer>\n\n</answer>",          # empty answer
+    "The answer is 18.",                                              # no answer block
+    "<reasoning>\n18\n</reasoning>",                                  # number only in the reasoning
+    "<answer>\n5\n</answer>\n<answer>\n18\n</answer>",                # several blocks: only the first counts
+    "<answer>\n17 18 19\n</answer>",                                  # a list of candidates
+    "<answer>\n16 or 18\n</answer>",
+    "<answer>\n18",                                                   # truncated, no closing tag
+    "<answer>\neighteen\n</answer>",
+])
+def test_correctness_cannot_be_gamed(completion):
+    assert correctness_reward([completion], answer=["18"]) == [0.0]
+
+
+def test_first_block_counts_even_when_right_later():
+    assert correctness_reward(["<answer>18</answer><answer>5</answer>"], answer=["18"]) == [1.0]
+
+
+def test_format_rewards():
+    good = layout("18")
+    assert format_reward([good, conv(good)]) == [1.0, 1.0]
+    assert format_reward([good + "\ntrailing chatter"]) == [0.0]
+    assert format_reward(["<reasoning>x</reasoning><answer>18</answer>"]) == [0.0]  # no newlines: strict fails
+    assert soft_format_reward(["<reasoning>x</reasoning> <answer>18</answer>"]) == [1.0]
+    doubled = good + "\n<answer>\n19\n</answer>"
+    assert format_reward([doubled]) == [0.0]
+
+
+def test_numeric_answer_reward_accepts_negatives_decimals_fractions():
+    assert numeric_answer_reward([layout(a) for a in ("-3", "2.5", "3/4", "1,000", "x", "")]) == \
+        [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_xml_count_is_dense_and_bounded():
+    values = xml_count_reward([layout("1"), "<reasoning>\nx", "", layout("1") + "x" * 2000])
+    assert values[0] == 1.0 and values[1] == 0.25 and values[2] == 0.0 and values[3] == 0.0
+    assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_every_reward_is_in_unit_interval_and_named_after_itself():
+    odd = ["", "<answer>", "</answer></answer>", layout("1" * 500), "\x00", conv("")]
+    for name, fn in REWARDS.items():
+        assert fn.__name__ == name and name.endswith("_reward")
+        values = fn(odd, answer=["1"] * len(odd))
+        assert len(values) == len(odd) and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_lenient_extraction_is_last_number():
+    assert data.extract_answer("so 3 + 4 = 7 apples", lenient=True) == "7"
+    assert data.extract_answer("so 3 + 4 = 7 apples") is None
+    assert data.extract_answer("no digits", lenient=True) is None
+
+
+def test_extract_hash_answer_requires_the_marker():
+    from kit.recipe import KitError
+
+    with pytest.raises(KitError):
+        data.extract_hash_answer("no marker here")

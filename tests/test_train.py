@@ -1,0 +1,110 @@
+"""End to end on CPU: the embedded demo recipe trains through SFT warm-up and TRL's GRPOTrainer and leaves a run
+folder that says what happened, with an adapter that reloads and generates."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kit import metrics, runs
+from kit.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_run_folder_contract(demo_run):
+    assert (demo_run / runs.RECIPE).is_file() and load_recipe(demo_run / runs.RECIPE).grpo.max_steps == 4
+    summary = runs.read_summary(demo_run)
+    assert summary["status"] == "finished"
+    assert [s["status"] for s in summary["stages"]] == ["finished", "finished"]
+    assert summary["stages"][1]["steps"] == 4 and summary["run_step"] == 34
+    assert summary["final"]["reward"] is not None
+
+
+def test_metrics_hold_trl_keys_verbatim(demo_run):
+    records = metrics.read_jsonl(demo_run / runs.METRICS)
+    sft = [r for r in records if r["stage"] == "1-sft"]
+    grpo = [r for r in records if r["stage"] == "2-grpo" and "reward" in r]
+    evals = [r for r in records if "eval/accuracy_strict" in r]
+    assert [r["step"] for r in evals] == [0, 4]  # held-out accuracy before and after GRPO
+    assert sft and all("loss" in r for r in sft)
+    assert [r["step"] for r in grpo] == [1, 2, 3, 4]
+    assert [r["run_step"] for r in grpo] == [31, 32, 33, 34]
+    for key in ("reward", "reward_std", "rewards/correctness_reward/mean", "rewards/format_reward/mean",
+                "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std", "loss",
+                "learning_rate", "time"):
+        assert all(key in r for r in grpo), key
+    # the per-stage copy matches
+    assert [r for r in metrics.read_jsonl(demo_run / runs.STAGES / "2-grpo" / runs.METRICS) if "reward" in r] == grpo
+
+
+def test_completions_log_shows_per_reward_scores(demo_run):
+    rows = metrics.read_jsonl(demo_run / runs.COMPLETIONS)
+    assert rows and {r["step"] for r in rows} <= {1, 2, 4}
+    first = rows[0]
+    assert first["completion"] and set(first["rewards"]) == {r.name for r in load_recipe(demo_run / runs.RECIPE).rewards}
+    from kit.rewards import score
+
+    # the logged score is the reward of the logged text
+    assert first["rewards"]["format_reward"] == score(first["completion"], "0", ["format_reward"])["format_reward"]
+
+
+def test_adapter_reloads_and_generates(demo_run):
+    from kit.generation import Generator
+    from kit.model import load_for_inference
+
+    recipe = load_recipe(demo_run / runs.RECIPE)
+    model, tokenizer, _ = load_for_inference(recipe, demo_run / runs.ADAPTER)
+    gen = Generator(model, tokenizer)
+    out = gen.generate([[{"role": "system", "content": recipe.data.system_prompt},
+                         {"role": "user", "content": "Ava has 3 pens. Ava gets 4 more pens. How many pens does "
+                                                     "Ava have now?"}]], max_new_tokens=32)
+    assert isinstance(out[0][0], str) and out[0][0].strip()
+    with gen.use_adapter(False):
+        base = gen.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=8)
+    assert isinstance(base[0][0], str)
+    # the adapter is trained, not its zero initialisation
+    from safetensors.torch import load_file
+
+    weights = load_file(str(demo_run / runs.ADAPTER / "adapter_model.safetensors"))
+    assert any(float(t.abs().sum()) > 0 for k, t in weights.items() if "lora_B" in k)
+
+
+def test_sigterm_stops_cleanly_and_resume_continues(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kit", "train", str(ROOT / "recipes" / "demo.yaml"), "--run-dir", str(run),
+           "--set", "sft.max_steps=4", "--set", "grpo.max_steps=400", "--set", "grpo.save_steps=1000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if any(r.get("stage") == "2-grpo" for r in metrics.read_jsonl(run / runs.METRICS)):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("GRPO never logged a step:\n" + proc.communicate()[0][-2000:])
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:]
+    summary = runs.read_summary(run)
+    assert summary["status"] == "stopped" and "--resume" in summary["message"]
+    assert (run / runs.ADAPTER / "adapter_model.safetensors").is_file()
+    stopped_at = summary["stages"][1]["steps"]
+    assert 0 < stopped_at < 400
+    assert all(json.loads(line) for line in (run / runs.METRICS).read_text().splitlines())  # every line valid
+
+    # resume: the stopped stage continues from the checkpoint saved at the stop, up to a new max_steps
+    from kit.train import train
+
+    train(resume=run, overrides=[f"grpo.max_steps={stopped_at + 2}"])
+    summary = runs.read_summary(run)
+    assert summary["status"] == "finished"
+    steps = [r["step"] for r in metrics.read_jsonl(run / runs.METRICS) if r.get("stage") == "2-grpo" and "reward" in r]
+    assert steps == sorted(steps) and steps[-1] == stopped_at + 2 and len(steps) == len(set(steps))
