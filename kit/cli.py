@@ -203,7 +203,7 @@ def cmd_show(args) -> int:
     _table(header, rows)
     first, final = s.get("first") or {}, s.get("final") or {}
     if first and final:
-        print("\nfirst -> last 20% of logged steps: " + ", ".join(
+        print("\nfirst -> last 20% of logged steps (evaluations: first -> last): " + ", ".join(
             f"{k.replace('rewards/', '').replace('/mean', '')} {_num(first[k])} -> {_num(final[k])}"
             for k in first if first.get(k) is not None and final.get(k) is not None))
     print("\nGRPO's loss is not a progress signal (it is ~0 by construction); watch the rewards.")

@@ -454,10 +454,13 @@ class Tracker:
     def finish(self, status: str, message: str | None = None) -> None:
         records = metrics.read_jsonl(self.run / runs.METRICS)
         grpo = [r for r in records if str(r.get("stage", "")).endswith("-grpo")]
-        keys = metrics.reward_keys(grpo) + [k for k in ("eval/accuracy_strict", "eval/accuracy_lenient")
-                                            if any(k in r for r in grpo)]
+        keys = metrics.reward_keys(grpo)
         self.summary["first"] = {k: metrics.window_mean(grpo, k, first=True) for k in keys}
         self.summary["final"] = {k: metrics.window_mean(grpo, k, first=False) for k in keys}
+        for k in ("eval/accuracy_strict", "eval/accuracy_lenient", "eval/format_rate"):
+            points = metrics.series(grpo, k)  # evaluations are few and already averaged: first and last point
+            if points:
+                self.summary["first"][k], self.summary["final"][k] = points[0][1], points[-1][1]
         for s in self.summary["stages"]:
             if s["status"] == "running":
                 s["status"] = status
