@@ -115,19 +115,14 @@ def build_random_model(recipe, arch_overrides: dict | None = None) -> Path:
     """Folder with the recipe's architecture (random weights, seed 0) and the bench tokenizer; built once."""
     cfg, source = model_config(recipe, arch_overrides)
     key = hashlib.sha256(json.dumps([BENCH_VERSION, cfg], sort_keys=True).encode()).hexdigest()[:12]
-    from kit.tiny import cache_dir
+    from kit.tiny import build_once, cache_dir
 
-    path = cache_dir() / "bench" / f"{source.stem}-{key}"
-    if (path / "config.json").is_file():
-        return path
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    def build_into(folder: Path) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=path.parent))
-    try:
         tokenizer = build_tokenizer(cfg["vocab_size"])
-        tokenizer.save_pretrained(tmp)
+        tokenizer.save_pretrained(folder)
         ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
         config = AutoConfig.for_model(**dict(cfg, **ids))
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(cfg.get("torch_dtype")),
@@ -137,18 +132,13 @@ def build_random_model(recipe, arch_overrides: dict | None = None) -> Path:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.bos_token_id = None
-        model.save_pretrained(tmp)
-        (tmp / "RANDOM_WEIGHTS.json").write_text(json.dumps({
+        model.save_pretrained(folder)
+        (folder / "RANDOM_WEIGHTS.json").write_text(json.dumps({
             "note": "random weights for benchmarks: memory and speed are real, accuracy is not",
             "architecture_from": f"kit/configs/{source.name}" if source.parent == fit.CONFIGS else str(source),
             "overrides": arch_overrides or {}}, indent=2))
-        try:
-            tmp.rename(path)
-        except OSError:  # another process finished first
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+    return build_once(cache_dir() / "bench" / f"{source.stem}-{key}", build_into)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -28,15 +28,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KIT_CACHE", Path.home() / ".cache" / "grpo-kit"))
 
 
-def tiny_path() -> Path:
-    """Folder of the tiny model, built on first use (atomically, so parallel runs don't race)."""
-    path = cache_dir() / f"tiny-llama-{VERSION}"
+def build_once(path: Path, build_into) -> Path:
+    """`path`, built by `build_into(tmp_folder)` on first use. Built in a temporary folder and renamed into place,
+    so parallel runs never see (or load) a half-written model."""
     if (path / "config.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=path.parent))
     try:
-        build(tmp)
+        build_into(tmp)
         try:
             tmp.rename(path)
         except OSError:  # another process finished first
@@ -44,6 +44,11 @@ def tiny_path() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def tiny_path() -> Path:
+    """Folder of the tiny model, built on first use."""
+    return build_once(cache_dir() / f"tiny-llama-{VERSION}", build)
 
 
 def _corpus() -> list[str]:

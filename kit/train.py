@@ -29,6 +29,9 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
     # --- Recipe and plan: every check that needs no model happens here -------------------------------------
     if resume is not None:
         run = runs.open_run(resume)
+        if runs.status(run) == "running" and int(os.environ.get("RANK", 0)) == 0:
+            raise KitError(f"{run} is still training (pid {runs.read_summary(run).get('pid')}); stop it before "
+                           "resuming")
         recipe = load_recipe(run / runs.RECIPE, overrides)
     else:
         recipe = load_recipe(recipe_path, overrides)
@@ -44,8 +47,11 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
     # --- Run folder --------------------------------------------------------------------------------------------
     # Under `accelerate launch` every process runs this flow; only the main one writes the run folder.
     main = int(os.environ.get("RANK", 0)) == 0
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and resume is None and run_dir is None:
-        raise KitError("multi-process launch: pass --run-dir DIR so every process uses the same run folder")
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        if resume is None and run_dir is None:
+            raise KitError("multi-process launch: pass --run-dir DIR so every process uses the same run folder")
+        _say(f"distributed: world size {world}, rank {os.environ.get('RANK')}")
     if resume is None and run_dir is not None:
         run = Path(run_dir)
         if main and (run / runs.RECIPE).exists():
@@ -98,6 +104,9 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
                 model.save_pretrained(stage_dir / runs.ADAPTER)
                 tokenizer.save_pretrained(stage_dir / runs.ADAPTER)
             tracker.end_stage(name, "stopped" if stop.requested else "finished")
+
+        if previous_adapter is not None:  # every remaining stage had finished: keep their adapter
+            kit_model.load_adapter_weights(model, previous_adapter)
 
         # --- Save ----------------------------------------------------------------------------------------------
         tracker.update(phase="saving adapter")
@@ -186,7 +195,7 @@ def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracke
                      max_length=recipe.model.max_seq_length, completion_only_loss=True, packing=False)
     callbacks, _ = _callbacks(recipe, stage_name, tracker, stop)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
-    _say(f"{stage_name}: supervised warm-up on {len(ds)} worked solutions, {s.max_steps} steps")
+    _say(f"{stage_name}: supervised fine-tuning on {len(ds)} examples, {s.max_steps} steps")
     tracker.update(phase=f"{stage_name}: training")
     trainer.train(resume_from_checkpoint=_resume_checkpoint(out))
 

@@ -1,5 +1,5 @@
-"""Multi-process training, as far as a CPU allows: `accelerate launch --cpu --num_processes 2` runs the kit's flow
-in two processes (gloo); only the main one writes the run folder. TRL's vLLM server mode is selected by
+"""Multi-process training, as far as a CPU allows: two processes (torchrun, gloo) run the kit's flow data-parallel;
+only the main one writes the run folder. TRL's vLLM server mode is selected by
 model.vllm_server."""
 
 import os
@@ -14,10 +14,19 @@ from kit import metrics, runs
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(tmp_path, *extra):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    # torchrun: accelerate's --cpu launcher starts a single process; the Trainer inside picks up torchrun's
+    # RANK/WORLD_SIZE and trains data-parallel over gloo, as it would over NCCL under `accelerate launch`.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "kit", "train", str(ROOT / "recipes" / "demo.yaml"), *extra]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
@@ -32,6 +41,7 @@ def test_two_processes_write_one_run_folder(tmp_path):
     assert summary["status"] == "finished"
     grpo = [r for r in metrics.read_jsonl(run / runs.METRICS) if "reward" in r]
     assert [r["step"] for r in grpo] == [1, 2]  # one line per step: only the main process writes
+    assert "world size 2" in out.stdout  # really two processes
     assert (run / runs.ADAPTER / "adapter_model.safetensors").is_file()
 
 
