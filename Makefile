@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= 2.13.0
+CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
 .PHONY: demo test app install install-gpu notebooks clean
@@ -13,7 +14,10 @@ $(VENV)/.core: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 ifneq ($(HAS_GPU),1)
 	@echo "no NVIDIA GPU found: installing the CPU build of torch $(TORCH)"
-	$(BIN)/pip install -q "torch==$(TORCH)" --extra-index-url https://download.pytorch.org/whl/cpu
+	@if $(BIN)/python -c "import urllib.request as u; u.urlopen('$(CPU_INDEX)/torch/', timeout=10)" 2>/dev/null; \
+	then $(BIN)/pip install -q "torch==$(TORCH)" --extra-index-url $(CPU_INDEX); \
+	else echo "$(CPU_INDEX) is unreachable: torch $(TORCH) from pip's configured index"; \
+	     $(BIN)/pip install -q "torch==$(TORCH)"; fi
 endif
 	$(BIN)/pip install -q -e .
 	touch $@
@@ -31,6 +35,7 @@ install-gpu: $(VENV)/.core
 demo: $(VENV)/.core
 	$(BIN)/kit train recipes/demo.yaml
 	$(BIN)/kit show $$(ls -td runs/demo-* | head -1)
+	$(BIN)/kit plot $$(ls -td runs/demo-* | head -1)
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from kit.metrics import JsonlWriter
 
@@ -134,3 +135,35 @@ class EvalCallback(TrainerCallback):
         every = self.recipe.eval.every_steps
         if state.global_step % every == 0 or state.global_step == state.max_steps:
             self._evaluate(model, state.global_step)
+
+
+class CompactProgress(ProgressCallback):
+    """The terminal progress bar with the latest values in its postfix and one short line about 20 times a stage,
+    instead of TRL's dict of ~40 keys every step (metrics.jsonl keeps everything; `kit show` tabulates it)."""
+
+    SHORT = {"loss": "loss", "reward": "reward", "rewards/correctness_reward/mean": "correct",
+             "rewards/format_reward/mean": "format", "completions/mean_length": "len", "kl": "kl",
+             "mean_token_accuracy": "token_acc", "learning_rate": "lr"}
+
+    def __init__(self, lines: int = 20):
+        super().__init__()
+        self.lines = lines
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        short = {name: f"{logs[k]:.3g}" for k, name in self.SHORT.items() if isinstance(logs.get(k), (int, float))}
+        if short:
+            self.training_bar.set_postfix(short, refresh=False)
+        every = max(1, state.max_steps // self.lines)
+        if "train_runtime" in logs:
+            self.training_bar.write(f"[kit] done: {state.global_step} steps in {logs['train_runtime']:.0f} s")
+        elif short and (state.global_step % every == 0 or state.global_step == state.max_steps):
+            values = "  ".join(f"{k} {v}" for k, v in short.items())
+            self.training_bar.write(f"[kit] step {state.global_step}/{state.max_steps}  {values}")
+
+
+def use_compact_progress(trainer) -> None:
+    """Swap the trainer's terminal bar for CompactProgress (notebooks keep their own progress table)."""
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(CompactProgress())

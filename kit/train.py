@@ -178,6 +178,7 @@ def _callbacks(recipe, stage_name, tracker, stop, every_completions=0):
 
 def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracker, stop):
     from datasets import Dataset
+    from kit.callbacks import use_compact_progress
     from trl import SFTConfig, SFTTrainer
 
     s = recipe.sft
@@ -195,6 +196,7 @@ def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracke
                      max_length=recipe.model.max_seq_length, completion_only_loss=True, packing=False)
     callbacks, _ = _callbacks(recipe, stage_name, tracker, stop)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
+    use_compact_progress(trainer)
     _say(f"{stage_name}: supervised fine-tuning on {len(ds)} examples, {s.max_steps} steps")
     tracker.update(phase=f"{stage_name}: training")
     trainer.train(resume_from_checkpoint=_resume_checkpoint(out))
@@ -252,6 +254,7 @@ def grpo_config(recipe: Recipe, plan: kit_model.Plan, out: Path):
 
 
 def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, stop):
+    from kit.callbacks import use_compact_progress
     from trl import GRPOTrainer
 
     from kit.rewards import REWARDS
@@ -268,6 +271,7 @@ def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, st
     trainer = GRPOTrainer(model=model, reward_funcs=[REWARDS[r.name] for r in recipe.rewards], args=args,
                           train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
     completions_cb.trainer = trainer
+    use_compact_progress(trainer)
     _say(f"{stage_name}: GRPO on {len(ds)} questions, {g.max_steps} steps, {g.num_generations} answers per "
          f"question, rewards {', '.join(f'{r.name} x{r.weight:g}' for r in recipe.rewards)}")
     if plan.backend == "unsloth":
@@ -285,7 +289,6 @@ def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, st
 
 def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> list[dict]:
     from kit.generation import Generator
-    from kit.rewards import correctness_reward
 
     rows = data.questions(recipe.data.source, recipe.data.split, stage.questions, recipe.grpo.seed + 1,
                           recipe.data.subset)
@@ -301,19 +304,7 @@ def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> li
         answers = gen.generate(prompts, recipe.grpo.max_completion_length, temperature=recipe.grpo.temperature,
                                top_p=recipe.grpo.top_p, n=stage.samples_per_question, on_batch=bar.update)
     judge = _load_judge(stage) if stage.judge else None
-    kept, seen, n_correct = [], set(), 0
-    for row, texts in zip(rows, answers):
-        for text in texts:
-            if correctness_reward([text], answer=[row["answer"]])[0] != 1.0:
-                continue
-            n_correct += 1
-            key = (row["question"], " ".join(text.split()))
-            if key in seen:
-                continue
-            seen.add(key)
-            if judge is not None and not judge(row["question"], text, stage.judge_prompt):
-                continue
-            kept.append({"question": row["question"], "answer": row["answer"], "completion": text.strip()})
+    kept, n_correct = filter_answers(rows, answers, judge, stage.judge_prompt)
     total = len(rows) * stage.samples_per_question
     tracker.metrics_writer(stage_dir.name).write({
         "step": 0, "run_step": tracker.offset(stage_dir.name), "time": round(time.time(), 3),
@@ -332,6 +323,27 @@ def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> li
     for row in kept:
         kept_writer.write(row)
     return kept
+
+
+def filter_answers(rows: list[dict], answers: list[list[str]], judge=None, judge_prompt: str = "") -> tuple[list, int]:
+    """Keep the sampled answers `correctness_reward` accepts, once each (whitespace ignored), that the judge (if
+    any) approves. Returns (kept rows, number of correct samples before de-duplication and judging)."""
+    from kit.rewards import correctness_reward
+
+    kept, seen, n_correct = [], set(), 0
+    for row, texts in zip(rows, answers, strict=True):
+        for text in texts:
+            if correctness_reward([text], answer=[row["answer"]])[0] != 1.0:
+                continue
+            n_correct += 1
+            key = (row["question"], " ".join(text.split()))
+            if key in seen:
+                continue
+            seen.add(key)
+            if judge is not None and not judge(row["question"], text, judge_prompt):
+                continue
+            kept.append({"question": row["question"], "answer": row["answer"], "completion": text.strip()})
+    return kept, n_correct
 
 
 def _load_judge(stage: StageSpec):

@@ -72,3 +72,53 @@ def test_held_out_accuracy_is_logged_and_above_the_random_base(pipeline_run):
     final = evals[-1]["eval/accuracy_strict"]
     # the random base model cannot write an <answer> block, so its strict accuracy is 0
     assert final > 0.15, evals
+
+
+# --- the rejection filter and its LLM-as-judge, without a whole pipeline ------------------------------------------
+
+
+def _two_gsm8k_rows():
+    from kit import data
+
+    return data.questions("builtin:gsm8k-sample", "train", limit=2, seed=0)
+
+
+def test_filter_keeps_correct_answers_once_each():
+    from kit.train import filter_answers
+
+    a, b = _two_gsm8k_rows()
+    right_a = f"<reasoning>\nsteps\n</reasoning>\n<answer>\n{a['answer']}\n</answer>"
+    answers = [[right_a, right_a.replace("\n", " \n "), "<answer>\n-1\n</answer>", "no answer"],
+               [f"<reasoning>x</reasoning>\n<answer>{b['answer']}</answer>", ""]]
+    kept, n_correct = filter_answers([a, b], answers)
+    assert n_correct == 3  # two spellings of the same right answer for a, one for b
+    assert [k["question"] for k in kept] == [a["question"], b["question"]]  # the whitespace twin is dropped
+    assert kept[0] == {"question": a["question"], "answer": a["answer"], "completion": right_a}
+
+
+def test_judge_filters_after_correctness():
+    from kit.train import filter_answers
+
+    a, b = _two_gsm8k_rows()
+    seen = []
+
+    def judge(question, completion, prompt):  # approves only worked answers; sees only correct ones
+        seen.append(completion)
+        assert prompt == "P"
+        return "steps" in completion
+
+    answers = [[f"<reasoning>steps</reasoning><answer>{a['answer']}</answer>"],
+               [f"<reasoning></reasoning><answer>{b['answer']}</answer>", "<answer>0.5</answer>"]]
+    kept, n_correct = filter_answers([a, b], answers, judge, "P")
+    assert n_correct == 2 and len(seen) == 2
+    assert [k["question"] for k in kept] == [a["question"]]
+
+
+def test_judge_loads_through_the_real_path_and_answers_yes_or_no(monkeypatch):
+    from kit.recipe import StageSpec
+    from kit.train import _load_judge
+
+    approve = _load_judge(StageSpec(kind="rejection_sft", judge="builtin:tiny"))
+    a, _ = _two_gsm8k_rows()
+    verdict = approve(a["question"], f"<answer>{a['answer']}</answer>", StageSpec.judge_prompt)
+    assert verdict in (True, False)

@@ -108,3 +108,23 @@ def test_sigterm_stops_cleanly_and_resume_continues(tmp_path):
     assert summary["status"] == "finished"
     steps = [r["step"] for r in metrics.read_jsonl(run / runs.METRICS) if r.get("stage") == "2-grpo" and "reward" in r]
     assert steps == sorted(steps) and steps[-1] == stopped_at + 2 and len(steps) == len(set(steps))
+
+
+def test_terminal_shows_a_short_line_about_20_times_not_a_dict_a_step(capsys):
+    from transformers import TrainerState
+
+    from kit.callbacks import CompactProgress
+
+    state, bar = TrainerState(max_steps=100), CompactProgress()
+    bar.on_train_begin(None, state, None)
+    for step in range(1, 101):
+        state.global_step = step
+        bar.on_step_end(None, state, None)
+        bar.on_log(None, state, None, logs={"loss": 0.0, "reward": step / 100, "rewards/correctness_reward/mean": 0.5,
+                                            "completions/mean_length": 200.0, "num_tokens": 1e6, "epoch": 0.1})
+    bar.on_log(None, state, None, logs={"train_runtime": 12.3, "train_loss": 0.0})
+    bar.on_train_end(None, state, None)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[kit]")]
+    assert len(lines) == 21 and "{" not in "".join(lines)
+    assert lines[0] == "[kit] step 5/100  loss 0  reward 0.05  correct 0.5  len 200"
+    assert lines[-2].startswith("[kit] step 100/100") and lines[-1] == "[kit] done: 100 steps in 12 s"
