@@ -31,8 +31,30 @@ def _recipe_arg(value: str) -> str:
     return value
 
 
+def _positive(kind):
+    """An argparse type: a whole number (int) or a finite number (float) above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} must be above 0")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see `{self.prog} -h`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kit", description="Consumer-GPU GRPO fine-tuning kit.",
+    parser = _Parser(prog="kit", description="Consumer-GPU GRPO fine-tuning kit.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -68,18 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="GSM8K accuracy of a recipe's base model or a run's adapter")
     p.add_argument("target", help="recipe YAML (base model) or run folder (its adapter)")
     p.add_argument("--split", choices=("train", "test"), help="default: the recipe's eval.split")
-    p.add_argument("--limit", type=int, help="default: the recipe's eval.limit")
+    p.add_argument("--limit", type=_positive(int), help="default: the recipe's eval.limit")
     p.add_argument("--base", action="store_true", help="with a run: evaluate its base model, not the adapter")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
 
     p = sub.add_parser("compare", help="base vs trained accuracy table with a 95%% interval")
     p.add_argument("run")
     p.add_argument("--split", choices=("train", "test"))
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=_positive(int))
 
     p = sub.add_parser("fit", help="estimate peak VRAM of a recipe")
     p.add_argument("recipe", type=_recipe_arg)
-    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU size to check against (default: this "
+    p.add_argument("--gpu-memory", type=_positive(float), metavar="GB", help="GPU size to check against (default: this "
                    "GPU, else 16)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
 
@@ -87,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", type=_recipe_arg)
     p.add_argument("--random-weights", action="store_true", help="required: build the model from its config "
                    "with random weights (no download)")
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--steps", type=_positive(int), default=3)
     p.add_argument("--out", help="JSON path (default: bench/<recipe>-<backend>.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
 

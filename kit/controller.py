@@ -80,13 +80,14 @@ class Controller:
         return {name: show_value(field_value(recipe, name)) for name in OVERRIDE_FIELDS}
 
     def overrides(self, ref: str, values: dict[str, str], extra: str = "") -> list[str]:
-        """`section.field=value` for each form field that differs from the recipe, then each line of `extra`."""
+        """`section.field=value` for each form field that differs from the recipe, then each line of `extra`. An
+        empty box keeps the recipe's value."""
         path = self.recipe_path(ref)
         recipe = load_recipe(path)
         out = []
         for name, text in values.items():
             text = "" if text is None else str(text).strip()
-            if text and self._same_value(path, recipe, name, text):
+            if not text or self._same_value(path, recipe, name, text):
                 continue
             out.append(f"{name}={text}")
         for line in (extra or "").splitlines():

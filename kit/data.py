@@ -23,7 +23,10 @@ ASSETS = Path(__file__).parent / "assets"
 BUILTIN_SOURCES = ("builtin:gsm8k-sample", "builtin:arithmetic")
 
 # A number as GSM8K writes it: optional sign and $, thousands commas, decimals, or a fraction a/b.
-NUMBER = re.compile(r"(?:(?<![\w)])-)?\$?(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?(?!\d)")
+NUMBER = re.compile(r"(?:(?<![\w)])-)?\$?(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d{1,3}(?!\d))?"
+                    r"(?:/\d+(?:\.\d+)?)?(?!\d)(?![eE][+-]?\d)")
+PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d*)?(?:[eE][+-]?\d{1,3})?(?:/\d+(?:\.\d+)?)?")  # after parse_number's clean-up
+MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "-"})  # − – ﹣ －
 ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -40,7 +43,7 @@ def parse_number(text: str) -> Fraction | None:
     True
     """
     s = text.strip().rstrip(".").replace(",", "").replace("$", "").replace(" ", "")
-    if s.count("-") > 1 or ("-" in s and not s.startswith("-")):
+    if not PLAIN_NUMBER.fullmatch(s):
         return None
     try:
         if "/" in s:
@@ -57,7 +60,10 @@ def format_number(value: Fraction) -> str:
     """Canonical text of a number: 18, -3, 0.75, or 1/3 when no short decimal is exact."""
     if value.denominator == 1:
         return str(value.numerator)
-    as_float = float(value)
+    try:
+        as_float = float(value)
+    except OverflowError:  # hundreds of digits: no float, and no short decimal either
+        return f"{value.numerator}/{value.denominator}"
     text = f"{as_float:.6f}".rstrip("0").rstrip(".")
     return text if Fraction(text) == value else f"{value.numerator}/{value.denominator}"
 
@@ -76,6 +82,7 @@ def extract_answer(text: str, lenient: bool = False) -> str | None:
     >>> extract_answer("so the total is 42.", lenient=True)
     '42'
     """
+    text = text.translate(MINUS_SIGNS)
     block = ANSWER_BLOCK.search(text)
     if block:
         numbers = NUMBER.findall(block.group(1))
@@ -176,18 +183,27 @@ def load_rows(source: str, split: str, subset: str = "main") -> list[dict]:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise KitError(f"{path}:{n}: not valid JSON; each line must be an object with question and "
-                               "answer") from None
-            if not isinstance(row, dict) or "question" not in row or "answer" not in row:
-                raise KitError(f"{path}:{n}: each line needs the fields question and answer (GSM8K's)")
-            rows.append(row)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise KitError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise KitError(f"{path}:{n}: not valid JSON; each line must be an object with question and "
+                           "answer") from None
+        if not isinstance(row, dict) or "question" not in row or "answer" not in row:
+            raise KitError(f"{path}:{n}: each line needs the fields question and answer (GSM8K's)")
+        if not isinstance(row["question"], str) or not isinstance(row["answer"], str):
+            raise KitError(f"{path}:{n}: question and answer must be text (answer: a worked solution ending in "
+                           "'#### <number>')")
+        if "####" not in row["answer"] or parse_number(extract_hash_answer(row["answer"])) is None:
+            raise KitError(f"{path}:{n}: the answer must end in '#### <number>' (GSM8K's layout), got "
+                           f"{row['answer'][-40:]!r}")
+        rows.append(row)
     if not rows:
         raise KitError(f"{path}: no rows")
     return rows

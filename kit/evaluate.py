@@ -153,20 +153,33 @@ def cli(args) -> int:
     split, rows = _rows(recipe, args.split, args.limit)
     name = f"{'trained' if adapter else 'base'}-{split}"
     summary, items = run_eval(recipe, _generator(recipe, adapter), split, rows, name)
+    summary["adapter"] = adapter_id(adapter)
     folder = _eval_folder(recipe, run)
     write_results(folder, name, summary, items)
     _print_summary(name, summary, folder)
     return 0
 
 
-def _saved(folder: Path, name: str, rows: list[dict]) -> tuple[dict, list[dict]] | None:
-    """A saved evaluation of exactly these items, or None."""
+def adapter_id(adapter: Path | None) -> str | None:
+    """Which adapter weights an evaluation used (path and modification time): a saved result is reused only for
+    the same weights, so a run trained further is evaluated afresh."""
+    if adapter is None:
+        return None
+    weights = Path(adapter) / "adapter_model.safetensors"
+    return f"{adapter}@{weights.stat().st_mtime_ns if weights.is_file() else 0}"
+
+
+def _saved(folder: Path, name: str, rows: list[dict], adapter: str | None) -> tuple[dict, list[dict]] | None:
+    """A saved evaluation of exactly these items by this adapter, or None."""
     from kit.metrics import read_jsonl
 
-    items = read_jsonl(folder / f"{name}.jsonl")
-    if not (folder / f"{name}.json").is_file() or [i["question"] for i in items] != [r["question"] for r in rows]:
+    if not (folder / f"{name}.json").is_file():
         return None
-    return json.loads((folder / f"{name}.json").read_text()), items
+    summary = json.loads((folder / f"{name}.json").read_text())
+    items = read_jsonl(folder / f"{name}.jsonl")
+    if [i["question"] for i in items] != [r["question"] for r in rows] or summary.get("adapter") != adapter:
+        return None
+    return summary, items
 
 
 def compare_cli(args) -> int:
@@ -180,13 +193,15 @@ def compare_cli(args) -> int:
         raise KitError(f"{run} has no adapter yet; nothing trained to compare")
     split, rows = _rows(recipe, args.split, args.limit)
     folder = run / "eval"
-    results = {name: _saved(folder, f"{name}-{split}", rows) for name in ("base", "trained")}
+    used = {"base": None, "trained": adapter_id(adapter)}
+    results = {name: _saved(folder, f"{name}-{split}", rows, used[name]) for name in ("base", "trained")}
     if None in results.values():  # one model in memory: the base answers come with the adapter switched off
         gen = _generator(recipe, adapter)
         for name in ("base", "trained"):
             if results[name] is None:
                 with gen.use_adapter(name == "trained"):
                     results[name] = run_eval(recipe, gen, split, rows, f"{name}-{split}")
+                results[name][0]["adapter"] = used[name]
                 write_results(folder, f"{name}-{split}", *results[name])
     table = comparison(results["base"][1], results["trained"][1])
     (folder / f"compare-{split}.json").write_text(json.dumps(table, indent=2))

@@ -237,7 +237,11 @@ def load_adapter_weights(model, adapter: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    result = set_peft_model_state_dict(model, load_file(str(Path(adapter) / "adapter_model.safetensors")))
+    try:
+        result = set_peft_model_state_dict(model, load_file(str(Path(adapter) / "adapter_model.safetensors")))
+    except RuntimeError as e:  # shapes differ: another LoRA rank or model
+        raise KitError(f"{adapter}: adapter does not fit this model ({str(e).splitlines()[-1].strip()[:160]}); "
+                       "was it trained with another recipe (model or LoRA settings)?") from None
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise KitError(f"{adapter}: adapter does not fit this model ({len(unexpected)} unexpected weights, e.g. "

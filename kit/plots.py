@@ -115,14 +115,15 @@ def figure(records: list[dict], smoothing: float = 0.0, title: str | None = None
         ax = fig.add_subplot(rows, cols, i + 1)
         for n, (label, points) in enumerate(data.items()):
             xs, ys = [p[0] for p in points], [p[1] for p in points]
-            color = f"C{n}"
+            color, style = f"C{n}", ("-", "--", "-.", ":")[n % 4]  # styles: lines that coincide stay visible
             # A marker on every point while there are few, so the first logged step is visible at once.
             marker = "o" if len(xs) <= 30 else None
             if smoothing > 0 and len(ys) > 1:
                 ax.plot(xs, ys, color=color, alpha=0.25, linewidth=1)
-                ax.plot(xs, ema(ys, smoothing), color=color, label=label, linewidth=1.8)
+                ax.plot(xs, ema(ys, smoothing), color=color, linestyle=style, label=label, linewidth=1.8)
             else:
-                ax.plot(xs, ys, color=color, label=label, linewidth=1.5, marker=marker, markersize=3)
+                ax.plot(xs, ys, color=color, linestyle=style, label=label, linewidth=1.5, marker=marker,
+                        markersize=3)
         xs_all = [x for points in data.values() for x, _ in points]
         lo, hi = min(xs_all), max(xs_all)
         for x, name in boundaries:
@@ -138,7 +139,7 @@ def figure(records: list[dict], smoothing: float = 0.0, title: str | None = None
         ax.grid(alpha=0.3)
         ax.set_xlabel("step (all stages)", fontsize=8)
         if len(data) > 1:
-            ax.legend(fontsize=7, loc="best", framealpha=0.6)
+            ax.legend(fontsize=7.5, loc="best", framealpha=0.7, ncols=2 if len(data) > 3 else 1)
     return fig
 
 

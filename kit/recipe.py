@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -175,7 +176,7 @@ class GRPOSpec:
                          min=1)
     completions_every: int = _f(5, "Write sample completions with their per-reward scores to completions.jsonl "
                                 "every N steps (0: never).", min=0)
-    seed: int = _f(3407, "Seed for the whole run: data shuffling, LoRA init, sampling.", min=0)
+    seed: int = _f(3407, "Seed for the whole run: data shuffling, LoRA init, sampling.", min=0, max=2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Recipe:
-    model: ModelSpec
+    model: ModelSpec = _f(help="a `model:` section with at least `name:`, a hub id, a local folder or "
+                          "builtin:tiny")
     description: str = _f("", "One line: what this recipe shows.")
     data: DataSpec = _f(factory=DataSpec)
     rewards: tuple[RewardSpec, ...] = _f(DEFAULT_REWARDS, "Reward functions and their weights, summed into the "
@@ -254,11 +256,14 @@ def load_recipe(path: str | Path, overrides: typing.Iterable[str] = ()) -> Recip
             if path.parent.is_dir() and any(path.parent.glob("*.yaml")) else ""
         raise RecipeError(f"recipe file not found: {path}{hint}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+        raise RecipeError(f"{path}: not valid YAML{where}: {problem}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -269,6 +274,26 @@ def load_recipe(path: str | Path, overrides: typing.Iterable[str] = ()) -> Recip
     if recipe.run.name is None:
         recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, name=path.stem))
     return recipe
+
+
+def ineffective_overrides(recipe: Recipe, overrides: typing.Iterable[str]) -> list[str]:
+    """Overrides this recipe's stages ignore, each with why: `kit train` and the app say so instead of letting a
+    change that does nothing look applied."""
+    stages = recipe.pipeline()
+    notes = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        section, _, name = key.partition(".")
+        kinds = {"sft": ("sft", "rejection_sft"), "grpo": ("grpo",)}.get(section)
+        if kinds is None:
+            continue
+        using = [s for s in stages if s.kind in kinds]
+        if not using:
+            notes.append(f"{key} has no effect: this recipe runs no {section} stage"
+                         + (" (sft.enabled=true adds the warm-up)" if section == "sft" and not recipe.stages else ""))
+        elif name in ("max_steps", "learning_rate") and all(getattr(s, name) is not None for s in using):
+            notes.append(f"{key} has no effect: each {'/'.join(kinds)} stage in `stages` sets its own {name}")
+    return notes
 
 
 def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
@@ -286,8 +311,12 @@ def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
             value = text
         parts = key.split(".")
         if parts[0] == "rewards" and len(parts) == 2:
-            rewards = [dict(r) if isinstance(r, dict) else r for r in raw.get("rewards", [dataclasses.asdict(r)
-                                                                               for r in DEFAULT_REWARDS])]
+            listed = raw.get("rewards")
+            if listed is None:
+                listed = [dataclasses.asdict(r) for r in DEFAULT_REWARDS]
+            if not isinstance(listed, list):
+                raise RecipeError(f"rewards: expected a list of {{name, weight}}, got {_show(listed)}")
+            rewards = [dict(r) if isinstance(r, dict) else r for r in listed]
             for r in rewards:
                 if isinstance(r, dict) and r.get("name") == parts[1]:
                     r["weight"] = value
@@ -333,7 +362,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for name, f in fields.items():
         if name not in raw:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise RecipeError(f"{prefix}{name}: required field is missing ({f.metadata['help']})")
+                raise RecipeError(f"{prefix}{name}: required field is missing"
+                                  + (f" ({f.metadata['help']})" if f.metadata.get("help") else ""))
             continue
         values[name] = _convert(raw[name], hints[name], f"{prefix}{name}", f.metadata)
     return cls(**values)
@@ -374,6 +404,8 @@ def _convert(value: Any, hint: Any, name: str, meta: typing.Mapping) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{name}: expected a number, got {_show(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise RecipeError(f"{name}: {_show(value)} is not a finite number")
     elif hint is str:
         if not isinstance(value, str):
             raise RecipeError(f"{name}: expected text, got {_show(value)}")
@@ -401,6 +433,9 @@ def _check_cross_fields(r: Recipe) -> None:
     # Imported here: rewards and data import this module for KitError.
     from kit import data, rewards
 
+    if not r.model.lora_target_modules:
+        raise RecipeError("model.lora_target_modules: empty; name the linear layers that get LoRA, e.g. "
+                          "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
     names = [s.name for s in r.rewards]
     if not names:
         raise RecipeError("rewards: at least one reward is needed; e.g. - {name: correctness_reward, weight: 2.0}")

@@ -81,7 +81,9 @@ def status(run: str | Path, summary: dict | None = None) -> str:
     """running / finished / failed / stopped. A run whose summary says running but whose process is gone (killed,
     machine rebooted) is reported as failed."""
     summary = read_summary(run) if summary is None else summary
-    state = summary.get("status", "failed" if summary else "running")
+    if not summary:  # missing or unreadable: nobody is keeping it current
+        return "failed"
+    state = summary.get("status", "failed")
     if state == "running" and summary.get("host") == os.uname().nodename and summary.get("pid"):
         if not _alive(int(summary["pid"])):
             return "failed"
@@ -102,7 +104,8 @@ def latest_adapter(run: str | Path) -> Path | None:
     run = Path(run)
     if (run / ADAPTER / "adapter_config.json").is_file():
         return run / ADAPTER
-    stages = sorted((run / STAGES).glob("*/adapter/adapter_config.json")) if (run / STAGES).is_dir() else []
+    stages = sorted((run / STAGES).glob("*/adapter/adapter_config.json"),
+                    key=lambda p: int(p.parent.parent.name.split("-")[0])) if (run / STAGES).is_dir() else []
     return stages[-1].parent if stages else None
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kit import data, metrics, runs
 from kit import model as kit_model
+from kit import recipe as kit_recipe
 from kit.recipe import KitError, Recipe, StageSpec, load_recipe, save_recipe
 
 
@@ -32,14 +33,16 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
         if runs.status(run) == "running" and int(os.environ.get("RANK", 0)) == 0:
             raise KitError(f"{run} is still training (pid {runs.read_summary(run).get('pid')}); stop it before "
                            "resuming")
+        saved = load_recipe(run / runs.RECIPE)
         recipe = load_recipe(run / runs.RECIPE, overrides)
+        _check_resume(run, saved, recipe)
     else:
         recipe = load_recipe(recipe_path, overrides)
     plan = kit_model.plan(recipe)
     _say(f"recipe {recipe.run.name}: {recipe.model.name} | backend {plan.backend} | "
          f"{'4-bit' if plan.load_in_4bit else plan.dtype} | {'vLLM' if plan.fast_inference else 'HF'} generation "
          f"| {plan.hardware.name}")
-    for note in plan.notes:
+    for note in [*plan.notes, *kit_recipe.ineffective_overrides(recipe, overrides)]:
         _say(note)
     from kit.fit import warn_if_too_big  # no torch: arithmetic on the shipped config
 
@@ -130,6 +133,27 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
         raise KitError(f"training failed: {message} (traceback: {run / 'error.log'})") from None
     _say(f"{tracker.summary['status']}: {run}")
     return run
+
+
+def _check_resume(run: Path, saved: Recipe, recipe: Recipe) -> None:
+    """Overrides on --resume may extend or re-tune training, not change what the checkpoints were trained as."""
+    for section in ("model", "data", "rewards", "stages"):
+        if getattr(saved, section) != getattr(recipe, section):
+            raise KitError(f"--resume: {section} cannot change on resume (the checkpoints in {run} were trained "
+                           f"with the saved one); start a new run with `kit train {run / runs.RECIPE} --set ...`")
+    summary = runs.read_summary(run)
+    stages = summary.get("stages", [])
+    for i, (stage, before) in enumerate(zip(recipe.pipeline(), stages)):
+        wanted = stage.max_steps or (recipe.grpo.max_steps if stage.kind == "grpo" else recipe.sft.max_steps)
+        if before.get("status") != "finished" or wanted == before.get("steps"):
+            continue
+        later = [s["name"] for s in stages[i + 1:] if s.get("status") != "pending"]
+        if wanted < before.get("steps", 0) or later or not _resume_checkpoint(run / runs.STAGES / before["name"]
+                                                                               / "checkpoints"):
+            why = (f"{', '.join(later)} already trained on its result" if later else
+                   f"it has {before.get('steps')} steps" if wanted < before.get("steps", 0) else "it kept no checkpoint")
+            raise KitError(f"--resume: stage {before['name']} finished after {before.get('steps')} steps and cannot "
+                           f"be set to {wanted} ({why}); start a new run for a different length")
 
 
 def _stage_recipe(recipe: Recipe, stage: StageSpec) -> Recipe:
@@ -384,10 +408,12 @@ class Tracker:
         for i, s in enumerate(recipe.pipeline()):
             name = f"{i + 1}-{s.kind}"
             before = done.get(name, {})
-            stages.append({"name": name, "kind": s.kind, "status": before.get("status", "pending"),
-                           "steps": before.get("steps", 0),
-                           "max_steps": s.max_steps or (recipe.grpo.max_steps if s.kind == "grpo"
-                                                        else recipe.sft.max_steps)})
+            wanted = s.max_steps or (recipe.grpo.max_steps if s.kind == "grpo" else recipe.sft.max_steps)
+            status = before.get("status", "pending")
+            if status == "finished" and before.get("steps", 0) < wanted:  # resumed with more steps (_check_resume)
+                status = "stopped"
+            stages.append({"name": name, "kind": s.kind, "status": status, "steps": before.get("steps", 0),
+                           "max_steps": wanted})
         self.t0 = time.time()
         self.summary = {
             "status": "running", "phase": "starting", "run": str(run), "recipe": recipe.run.name,
@@ -412,10 +438,12 @@ class Tracker:
                 continue
             ckpt = _resume_checkpoint(self.run / runs.STAGES / s["name"] / "checkpoints")
             upto = int(ckpt.split("-")[-1]) if ckpt else 0
-            for path in (self.run / runs.METRICS, self.run / runs.STAGES / s["name"] / runs.METRICS):
+            for path in (self.run / runs.METRICS, self.run / runs.STAGES / s["name"] / runs.METRICS,
+                         self.run / runs.COMPLETIONS):
                 records = metrics.read_jsonl(path)
                 keep = [r for r in records if r.get("stage") != s["name"] or r.get("step", 0) <= upto]
-                if len(keep) != len(records) and path.exists():
+                torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+                if (len(keep) != len(records) or torn) and path.exists():
                     path.unlink()
                     writer = metrics.JsonlWriter(path)
                     for r in keep:

@@ -24,7 +24,7 @@ import gradio as gr  # noqa: E402
 
 from kit import metrics, plots, runs, views  # noqa: E402
 from kit.controller import KIT_ROOT, OVERRIDE_FIELDS, Controller, display_path  # noqa: E402
-from kit.recipe import KitError, field_help  # noqa: E402
+from kit.recipe import KitError, field_help, ineffective_overrides  # noqa: E402
 
 # Long model output wraps instead of scrolling sideways (Markdown code blocks keep lines as they are).
 CSS = ("#compare-base pre, #compare-trained pre, #compare-base code, #compare-trained code "
@@ -108,7 +108,8 @@ def _train_tab(app: gr.Blocks, ctl: Controller, run_pick, timer) -> None:
         try:
             r = ctl.load(ref)
         except KitError as e:
-            return (_error(e), gr.skip(), *[gr.skip()] * len(boxes), gr.skip(), "", gr.skip())
+            # Clear the form: values kept from the previous recipe would otherwise turn into silent overrides.
+            return (_error(e), None, *[""] * len(boxes), gr.skip(), "", "")
         values = ctl.form_values(r)
         shown = Path(display_path(ctl.recipe_path(ref)))
         return (views.recipe_summary(r, shown), views.recipe_fields(r), *[values[n] for n in OVERRIDE_FIELDS], "",
@@ -122,6 +123,7 @@ def _train_tab(app: gr.Blocks, ctl: Controller, run_pick, timer) -> None:
         except KitError as e:
             return f"**Invalid:** {html.escape(str(e))}", gr.skip(), gr.skip()
         ok = f"Valid, {len(overrides)} override(s)." if overrides else "Recipe loaded; no overrides."
+        ok += "".join(f"  \n**Note:** {html.escape(note)}" for note in ineffective_overrides(r, overrides))
         return ok, ctl.command(ref, overrides), views.recipe_summary(r, Path(display_path(ctl.recipe_path(ref))))
 
     def start_run(ref, *values):
@@ -236,17 +238,19 @@ def _completions_tab(app: gr.Blocks, ctl: Controller, run_pick, timer) -> None:
         if key == shown:
             return gr.skip(), gr.skip(), gr.skip(), shown
         if run is None or not (run / runs.RECIPE).is_file():
-            return gr.update(choices=["latest"]), "No completions yet.", None, key
+            return gr.update(choices=["latest"], value="latest"), "No completions yet.", None, key
         records = metrics.read_jsonl(path)
-        try:
-            columns, rows, text = views.completions_table(
-                run, records, None if chosen in (None, "latest") else int(chosen))
-        except KitError as e:
-            return gr.skip(), _error(e), None, key
         choices = ["latest"] + [str(s) for s in views.completion_steps(records)]
+        if chosen not in choices:  # another run was picked, without the step shown before: follow the latest
+            chosen = "latest"
+            key[1] = chosen
+        try:
+            columns, rows, text = views.completions_table(run, records, None if chosen == "latest" else int(chosen))
+        except KitError as e:
+            return gr.update(choices=choices, value=chosen), _error(e), None, key
         # Question and completion get the room; the score columns stay narrow enough to be seen beside them.
         widths = ["20%", "36%"] + [f"{44 / (len(columns) - 2):.1f}%"] * (len(columns) - 2)
-        return (gr.update(choices=choices), text,
+        return (gr.update(choices=choices, value=chosen), text,
                 gr.update(value=pd.DataFrame(rows, columns=columns), column_widths=widths), key)
 
     shown = gr.State(None)
@@ -287,7 +291,9 @@ def _answer_md(title: str, text: str, expected: str, session) -> str:
 
 def _chat_tab(app: gr.Blocks, ctl: Controller, timer) -> None:
     with gr.Row():
-        source = gr.Dropdown(ctl.chat_sources(), label="Model", scale=3, elem_id="chat-source",
+        sources = ctl.chat_sources()
+        source = gr.Dropdown(sources, value=sources[0][1] if sources else None, label="Model", scale=3,
+                             elem_id="chat-source",
                              info="a run's trained adapter, or a recipe's base model")
         load = gr.Button("Load", variant="primary", scale=1, elem_id="chat-load")
         unload = gr.Button("Unload", scale=1, elem_id="chat-unload")
@@ -366,14 +372,21 @@ def _chat_tab(app: gr.Blocks, ctl: Controller, timer) -> None:
     clear.click(lambda: ([], [], ""), None, [chatbot, convo, extracted])
     compare.click(do_compare, [question, expected, sample], [base_out, trained_out, message])
 
-    def refresh(seen):
+    def refresh(seen, current):
         choices = ctl.chat_sources()
-        picker = gr.skip() if choices == seen else gr.update(choices=choices)
-        return views.chat_status(ctl), picker, choices
+        if choices == seen:
+            return views.chat_status(ctl), gr.skip(), choices
+        values = [value for _, value in choices]
+        adapters = [value for value in values if not value.endswith((".yaml", ".yml"))]
+        # When the list changes (a run finished), a base-model pick moves to the newest trained adapter; a picked
+        # adapter stays.
+        keep = current in values and (current in adapters or not adapters) and seen is not None
+        return views.chat_status(ctl), gr.update(choices=choices, value=current if keep else values[0] if values
+                                                 else None), choices
 
     seen = gr.State(None)
-    timer.tick(refresh, seen, [status, source, seen], show_progress="hidden")
-    app.load(refresh, seen, [status, source, seen])
+    timer.tick(refresh, [seen, source], [status, source, seen], show_progress="hidden")
+    app.load(refresh, [seen, source], [status, source, seen])
 
 
 def _display(turns: list[dict], partial_answer: str = "", partial: bool = False) -> list[dict]:

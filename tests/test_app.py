@@ -81,7 +81,8 @@ def test_changed_fields_become_validated_overrides(ctl):
     ("grpo.max_steps", "many", "grpo.max_steps: expected a whole number"),
     ("grpo.num_generations", "3", "grpo.num_generations"),
     ("grpo.learning_rate", "0", "grpo.learning_rate"),
-    ("grpo.beta", "", "grpo.beta: must not be empty"),
+    ("grpo.beta", "-1", "grpo.beta"),
+    ("grpo.max_completion_length", "0", "grpo.max_completion_length"),
 ])
 def test_bad_override_names_the_field_and_starts_nothing(ctl, field, value, expect):
     values = ctl.form_values(ctl.load("demo"))
@@ -91,6 +92,12 @@ def test_bad_override_names_the_field_and_starts_nothing(ctl, field, value, expe
         ctl.start("demo", overrides)
     assert expect in str(e.value)
     assert not ctl.runs_dir.exists() or not any(ctl.runs_dir.iterdir()), "an invalid run must not make a folder"
+
+
+def test_an_empty_box_keeps_the_recipe_value(ctl):
+    values = {name: "" for name in ctl.form_values(ctl.load("demo"))}
+    values["grpo.max_steps"] = "9"
+    assert ctl.overrides("demo", values) == ["grpo.max_steps=9"]
 
 
 def test_unknown_recipe_and_unknown_field(ctl):

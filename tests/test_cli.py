@@ -38,6 +38,10 @@ def assert_one_line_error(result, *needles):
     (["eval", "nowhere"], ["neither a recipe file nor a run folder"]),
     (["compare", "kit"], ["not a run folder"]),
     (["fields", "nosuch"], ["unknown section"]),
+    (["eval", "recipes/demo.yaml", "--limit", "0"], ["--limit", "above 0"]),
+    (["fit", "recipes/demo.yaml", "--gpu-memory", "nan"], ["--gpu-memory"]),
+    (["train", "--no-such-flag"], ["unrecognized arguments", "--no-such-flag"]),
+    (["frob"], ["invalid choice"]),
 ])
 def test_bad_input_is_one_line_exit_2(args, needles):
     assert_one_line_error(kit(*args), *needles)

@@ -81,3 +81,17 @@ def test_eval_and_compare_cli_write_results(demo_run):
     assert "95% interval" in cmp.stdout
     # the base model here is a random tiny model: it never writes the layout
     assert table["metrics"]["format"]["base"] == 0.0
+
+    # compare reuses a saved evaluation only for the same adapter weights: a run trained further is re-evaluated
+    from kit.evaluate import adapter_id
+    from kit.runs import latest_adapter
+
+    saved = json.loads((demo_run / "eval" / "trained-test.json").read_text())
+    assert saved["adapter"] == adapter_id(latest_adapter(demo_run))
+    weights = latest_adapter(demo_run) / "adapter_model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    again = kit("compare", str(demo_run), "--limit", "24")
+    assert again.returncode == 0 and "eval trained" in again.stderr  # its progress bar: evaluated afresh
+    assert "eval base" not in again.stderr  # the base model did not change
+    assert json.loads((demo_run / "eval" / "trained-test.json").read_text())["adapter"] == adapter_id(
+        latest_adapter(demo_run))

@@ -168,3 +168,44 @@ def test_recipe_to_dict_is_plain_data():
     r = load_recipe(ROOT / "recipes" / "demo.yaml")
     d = recipe_to_dict(r)
     assert isinstance(d["rewards"], list) and isinstance(d["model"]["lora_target_modules"], list)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("grpo:\n  learning_rate: .nan\n", "grpo.learning_rate: nan is not a finite number"),
+    ("rewards:\n  - {name: correctness_reward, weight: .inf}\n", "rewards[0].weight: inf is not a finite"),
+    ("grpo:\n  seed: 4294967296\n", "grpo.seed"),
+    ("model:\n  name: builtin:tiny\n  lora_target_modules: []\n", "model.lora_target_modules: empty"),
+])
+def test_values_that_would_only_fail_after_loading_the_model(tmp_path, text, needle):
+    base = MINIMAL if not text.startswith("model:") else ""
+    assert needle in error_of(tmp_path, base + text)
+
+
+def test_a_file_without_model_or_not_utf8_or_with_control_characters(tmp_path):
+    assert "model: required field is missing" in error_of(tmp_path, "data:\n  limit: 5\n")
+    assert "model: required field is missing" in error_of(tmp_path, "")
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(b"model:\n  name: caf\xe9\n")
+    with pytest.raises(RecipeError, match="not UTF-8"):
+        load_recipe(p)
+    msg = error_of(tmp_path, "model:\n  name: a\x01b\n")
+    assert "not valid YAML" in msg and "\n" not in msg
+
+
+def test_reward_override_on_a_null_rewards_list(tmp_path):
+    r = load_recipe(write(tmp_path, MINIMAL + "rewards: null\n"), ["rewards.correctness_reward=3"])
+    assert [(s.name, s.weight) for s in r.rewards][0] == ("correctness_reward", 3.0)
+    with pytest.raises(RecipeError, match="rewards: expected a list"):
+        load_recipe(write(tmp_path, MINIMAL + "rewards: 5\n"), ["rewards.format_reward=1"])
+
+
+def test_overrides_a_recipe_ignores_are_named():
+    from kit.recipe import ineffective_overrides
+
+    pipeline = load_recipe(ROOT / "recipes" / "demo-pipeline.yaml")
+    notes = ineffective_overrides(pipeline, ["grpo.max_steps=3", "grpo.beta=0.01", "sft.max_steps=5"])
+    assert notes == ["grpo.max_steps has no effect: each grpo stage in `stages` sets its own max_steps"]
+    no_sft = load_recipe(ROOT / "recipes" / "qwen2.5-0.5b.yaml")
+    assert "runs no sft stage" in ineffective_overrides(no_sft, ["sft.max_steps=5"])[0]
+    assert ineffective_overrides(load_recipe(ROOT / "recipes" / "demo.yaml"), ["sft.max_steps=5",
+                                                                              "grpo.max_steps=3"]) == []

@@ -39,6 +39,7 @@ def test_gold_solution_in_layout_earns_every_reward(row):
 @pytest.mark.parametrize("written, gold", [
     ("1,000", "1000"), ("$18.00", "18"), ("18.", "18"), ("-3", "-3"), ("3/4", "0.75"), ("0.75", "3/4"),
     ("  \n 18 \n\n", "18"), ("18 dollars", "18"), ("$1,234,567", "1234567"), ("50%", "50"),
+    ("\u221210", "-10"), ("1e3", "1000"), ("1.5e2", "150"), ("4e-2", "0.04"),
 ])
 def test_correctness_compares_numbers_not_strings(written, gold):
     assert correctness_reward([layout(written)], answer=[gold]) == [1.0]
@@ -61,6 +62,7 @@ def test_correctness_on_a_real_row_with_commas():
     "<answer>\n16 or 18\n</answer>",
     "<answer>\n18",                                                   # truncated, no closing tag
     "<answer>\neighteen\n</answer>",
+    "<answer>\n18e9999\n</answer>",                                 # an exponent too big to mean 18
 ])
 def test_correctness_cannot_be_gamed(completion):
     assert correctness_reward([completion], answer=["18"]) == [0.0]
@@ -110,3 +112,38 @@ def test_extract_hash_answer_requires_the_marker():
 
     with pytest.raises(KitError):
         data.extract_hash_answer("no marker here")
+
+
+def test_a_unicode_minus_keeps_its_sign():
+    assert correctness_reward([layout("\u221218")], answer=["18"]) == [0.0]
+    assert correctness_reward([layout("\u221218")], answer=["-18"]) == [1.0]
+
+
+@pytest.mark.parametrize("huge", ["9" * 400 + ".5", "9" * 400 + "/2", "9" * 5000])
+def test_absurdly_long_numbers_score_without_crashing(huge):
+    for reward in REWARDS.values():
+        assert 0.0 <= reward([layout(huge)], answer=["18"])[0] <= 1.0
+    assert correctness_reward([layout(huge)], answer=["18"]) == [0.0]
+    data.extract_answer("total " + huge, lenient=True)  # no OverflowError
+
+
+@pytest.mark.parametrize("line, needle", [
+    ('{"question": "q", "answer": 18}', "must be text"),
+    ('{"question": "q", "answer": "no marker"}', "#### <number>"),
+    ('{"question": "q", "answer": "x\\n#### eighteen"}', "#### <number>"),
+    ('["q", "a"]', "question and answer"),
+    ("{not json", "not valid JSON"),
+])
+def test_local_jsonl_rows_are_checked_with_their_line(tmp_path, line, needle):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"question": "ok?", "answer": "1 + 1 = 2\\n#### 2"}\n' + line + "\n")
+    with pytest.raises(data.KitError, match=needle) as e:
+        data.questions(str(path), "train")
+    assert f"{path}:2" in str(e.value)
+
+
+def test_local_jsonl_must_be_utf8(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"question": "caf\xe9", "answer": "#### 2"}\n')
+    with pytest.raises(data.KitError, match="not UTF-8"):
+        data.questions(str(path), "train")

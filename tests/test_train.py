@@ -109,6 +109,23 @@ def test_sigterm_stops_cleanly_and_resume_continues(tmp_path):
     steps = [r["step"] for r in metrics.read_jsonl(run / runs.METRICS) if r.get("stage") == "2-grpo" and "reward" in r]
     assert steps == sorted(steps) and steps[-1] == stopped_at + 2 and len(steps) == len(set(steps))
 
+    # resume may not change what the checkpoints were trained as; the saved recipe stays as it was
+    from kit.recipe import KitError
+
+    saved = (run / runs.RECIPE).read_text()
+    with pytest.raises(KitError, match="model cannot change on resume"):
+        train(resume=run, overrides=["model.lora_rank=8"])
+    with pytest.raises(KitError, match="cannot be set to 1"):
+        train(resume=run, overrides=["grpo.max_steps=1"])
+    assert (run / runs.RECIPE).read_text() == saved and runs.status(run) == "finished"
+
+    # a finished run resumed with more steps trains them, from its final checkpoint
+    train(resume=run, overrides=[f"grpo.max_steps={stopped_at + 3}"])
+    summary = runs.read_summary(run)
+    assert summary["status"] == "finished" and summary["stages"][1]["steps"] == stopped_at + 3
+    steps = [r["step"] for r in metrics.read_jsonl(run / runs.METRICS) if r.get("stage") == "2-grpo" and "reward" in r]
+    assert steps[-1] == stopped_at + 3 and len(steps) == len(set(steps))
+
 
 def test_terminal_shows_a_short_line_about_20_times_not_a_dict_a_step(capsys):
     from transformers import TrainerState
@@ -128,3 +145,37 @@ def test_terminal_shows_a_short_line_about_20_times_not_a_dict_a_step(capsys):
     assert len(lines) == 21 and "{" not in "".join(lines)
     assert lines[0] == "[kit] step 5/100  loss 0  reward 0.05  correct 0.5  len 200"
     assert lines[-2].startswith("[kit] step 100/100") and lines[-1] == "[kit] done: 100 steps in 12 s"
+
+
+def test_resume_repairs_a_torn_last_line_and_cuts_logs_back_to_the_checkpoint(tmp_path):
+    from kit import model as kit_model
+    from kit.train import Tracker
+
+    run = tmp_path / "run"
+    recipe = load_recipe(ROOT / "recipes" / "demo.yaml", ["run.name=t"])
+    (run / runs.STAGES / "2-grpo" / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    runs.write_summary(run, {"status": "stopped", "stages": [
+        {"name": "1-sft", "status": "finished", "steps": 400}, {"name": "2-grpo", "status": "stopped", "steps": 3}]})
+    lines = [json.dumps({"stage": "2-grpo", "step": s, "reward": 1.0}) for s in (1, 2, 3)]
+    (run / runs.METRICS).write_text("\n".join(lines) + '\n{"stage": "2-gr')  # killed mid-write
+    (run / runs.COMPLETIONS).write_text("\n".join(lines) + "\n")
+    Tracker(run, recipe, kit_model.plan(recipe), resumed=True)
+    for name in (runs.METRICS, runs.COMPLETIONS):
+        text = (run / name).read_text()
+        assert text.endswith("\n") and [r["step"] for r in metrics.read_jsonl(run / name)] == [1, 2], name
+
+
+def test_a_run_without_a_readable_summary_is_not_running(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runs.RECIPE).write_text("model: {name: builtin:tiny}\n")
+    assert runs.status(run) == "failed"
+    (run / runs.SUMMARY).write_text('{"status": "finis')
+    assert runs.status(run) == "failed"
+
+
+def test_latest_stage_adapter_sorts_stages_by_number(tmp_path):
+    for name in ("2-sft", "10-grpo"):
+        (tmp_path / runs.STAGES / name / runs.ADAPTER).mkdir(parents=True)
+        (tmp_path / runs.STAGES / name / runs.ADAPTER / "adapter_config.json").write_text("{}")
+    assert runs.latest_adapter(tmp_path).parent.name == "10-grpo"
