@@ -223,7 +223,9 @@ def _curves_tab(app: gr.Blocks, ctl: Controller, run_pick, timer) -> None:
 
 
 def _completions_tab(app: gr.Blocks, ctl: Controller, run_pick, timer) -> None:
-    step = gr.Dropdown(["latest"], value="latest", label="Step", elem_id="completions-step",
+    # allow_custom_value: a tick that still carries the previous run's step must reach `refresh` (which falls back
+    # to latest), not fail Gradio's choice check on the way in.
+    step = gr.Dropdown(["latest"], value="latest", label="Step", elem_id="completions-step", allow_custom_value=True,
                        info="latest follows the run as it trains")
     caption = gr.Markdown(elem_id="completions-caption")
     table = gr.Dataframe(interactive=False, wrap=True, elem_id="completions", max_height=600)
