@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kit", description="Consumer-GPU GRPO fine-tuning kit.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="estimate peak VRAM of a recipe")
     p.add_argument("recipe", type=_recipe_arg)
-    p.add_argument("--gpu-memory", type=_positive(float), metavar="GB", help="GPU size to check against (default: this "
-                   "GPU, else 16)")
+    p.add_argument("--gpu-memory", type=_positive(float), metavar="GB",
+                   help="GPU size to check against (default: this GPU, else 16)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
 
     p = sub.add_parser("bench", help="GRPO steps on a random-weight copy of the recipe's architecture")

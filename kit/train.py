@@ -136,24 +136,29 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
 
 
 def _check_resume(run: Path, saved: Recipe, recipe: Recipe) -> None:
-    """Overrides on --resume may extend or re-tune training, not change what the checkpoints were trained as."""
+    """Overrides on --resume may lengthen training or change logging, not what the checkpoints were trained as."""
     for section in ("model", "data", "rewards", "stages"):
         if getattr(saved, section) != getattr(recipe, section):
             raise KitError(f"--resume: {section} cannot change on resume (the checkpoints in {run} were trained "
                            f"with the saved one); start a new run with `kit train {run / runs.RECIPE} --set ...`")
-    summary = runs.read_summary(run)
-    stages = summary.get("stages", [])
+    stages = runs.read_summary(run).get("stages", [])
     for i, (stage, before) in enumerate(zip(recipe.pipeline(), stages)):
         wanted = stage.max_steps or (recipe.grpo.max_steps if stage.kind == "grpo" else recipe.sft.max_steps)
-        if before.get("status") != "finished" or wanted == before.get("steps"):
+        done = before.get("steps", 0)
+        if before.get("status") != "finished" or wanted == done:
             continue
+        # A finished stage can only grow, from its final checkpoint, and only while no later stage built on it.
         later = [s["name"] for s in stages[i + 1:] if s.get("status") != "pending"]
-        if wanted < before.get("steps", 0) or later or not _resume_checkpoint(run / runs.STAGES / before["name"]
-                                                                               / "checkpoints"):
-            why = (f"{', '.join(later)} already trained on its result" if later else
-                   f"it has {before.get('steps')} steps" if wanted < before.get("steps", 0) else "it kept no checkpoint")
-            raise KitError(f"--resume: stage {before['name']} finished after {before.get('steps')} steps and cannot "
-                           f"be set to {wanted} ({why}); start a new run for a different length")
+        if later:
+            why = f"{', '.join(later)} already trained on its result"
+        elif wanted < done:
+            why = "a finished stage cannot be shortened"
+        elif not _resume_checkpoint(run / runs.STAGES / before["name"] / "checkpoints"):
+            why = "it kept no checkpoint to continue from"
+        else:
+            continue
+        raise KitError(f"--resume: stage {before['name']} finished after {done} steps and cannot be set to "
+                       f"{wanted} ({why}); start a new run for a different length")
 
 
 def _stage_recipe(recipe: Recipe, stage: StageSpec) -> Recipe:
