@@ -382,9 +382,9 @@ def _chat_tab(app: gr.Blocks, ctl: Controller, timer) -> None:
         adapters = [value for value in values if not value.endswith((".yaml", ".yml"))]
         # When the list changes (a run finished), a base-model pick moves to the newest trained adapter; a picked
         # adapter stays.
-        keep = current in values and (current in adapters or not adapters) and seen is not None
-        return views.chat_status(ctl), gr.update(choices=choices, value=current if keep else values[0] if values
-                                                 else None), choices
+        keep = seen is not None and current in values and (current in adapters or not adapters)
+        chosen = current if keep else (values[0] if values else None)  # the newest adapter comes first
+        return views.chat_status(ctl), gr.update(choices=choices, value=chosen), choices
 
     seen = gr.State(None)
     timer.tick(refresh, [seen, source], [status, source, seen], show_progress="hidden")
