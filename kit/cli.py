@@ -157,8 +157,7 @@ def cmd_list(args) -> int:
         except KitError as e:
             rows.append((path.stem, f"INVALID: {e}", "", "", ""))
             continue
-        steps = " + ".join(f"{s.kind} {s.max_steps or (r.grpo.max_steps if s.kind == 'grpo' else r.sft.max_steps)}"
-                           for s in r.pipeline())
+        steps = " + ".join(f"{s.kind} {r.stage_steps(s)}" for s in r.pipeline())
         rows.append((path.stem, r.model.name, r.model.backend, steps, _vram(r)))
     _table(("recipe", "model", "backend", "steps", "est. peak VRAM"), rows)
     print(f"\nrun one: kit train {folder}/<recipe>.yaml   details: kit fit <recipe>")

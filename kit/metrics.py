@@ -43,6 +43,16 @@ class JsonlWriter:
                 os.fsync(f.fileno())
 
 
+def torn(path: str | Path) -> bool:
+    """Does the file end in a half-written line (its writer was killed mid-write)? Reads only the last byte."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Every complete record of a JSONL file; a half-written last line (a run still writing, or killed
     mid-write) is skipped. A missing file is an empty list."""

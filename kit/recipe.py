@@ -238,6 +238,10 @@ class Recipe:
             return self.stages
         return ((StageSpec("sft"),) if self.sft.enabled else ()) + (StageSpec("grpo"),)
 
+    def stage_steps(self, stage: StageSpec) -> int:
+        """Steps a stage trains: its own max_steps, else its section's (grpo, or sft for sft/rejection_sft)."""
+        return stage.max_steps or (self.grpo.max_steps if stage.kind == "grpo" else self.sft.max_steps)
+
 
 SECTIONS = {"model": ModelSpec, "data": DataSpec, "sft": SFTSpec, "grpo": GRPOSpec, "eval": EvalSpec,
             "run": RunSpec}

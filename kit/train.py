@@ -143,7 +143,7 @@ def _check_resume(run: Path, saved: Recipe, recipe: Recipe) -> None:
                            f"with the saved one); start a new run with `kit train {run / runs.RECIPE} --set ...`")
     stages = runs.read_summary(run).get("stages", [])
     for i, (stage, before) in enumerate(zip(recipe.pipeline(), stages)):
-        wanted = stage.max_steps or (recipe.grpo.max_steps if stage.kind == "grpo" else recipe.sft.max_steps)
+        wanted = recipe.stage_steps(stage)
         done = before.get("steps", 0)
         if before.get("status") != "finished" or wanted == done:
             continue
@@ -413,7 +413,7 @@ class Tracker:
         for i, s in enumerate(recipe.pipeline()):
             name = f"{i + 1}-{s.kind}"
             before = done.get(name, {})
-            wanted = s.max_steps or (recipe.grpo.max_steps if s.kind == "grpo" else recipe.sft.max_steps)
+            wanted = recipe.stage_steps(s)
             status = before.get("status", "pending")
             if status == "finished" and before.get("steps", 0) < wanted:  # resumed with more steps (_check_resume)
                 status = "stopped"
@@ -437,7 +437,8 @@ class Tracker:
 
     def _truncate_metrics(self) -> None:
         """On resume, drop records logged after the checkpoint the interrupted stage restarts from, so curves
-        don't fold back on themselves."""
+        don't fold back on themselves, and rewrite a file whose last line was torn mid-write (the next record would
+        be glued onto it)."""
         for s in self.summary["stages"]:
             if s["status"] == "finished":
                 continue
@@ -447,8 +448,7 @@ class Tracker:
                          self.run / runs.COMPLETIONS):
                 records = metrics.read_jsonl(path)
                 keep = [r for r in records if r.get("stage") != s["name"] or r.get("step", 0) <= upto]
-                torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-                if (len(keep) != len(records) or torn) and path.exists():
+                if len(keep) != len(records) or metrics.torn(path):
                     path.unlink()
                     writer = metrics.JsonlWriter(path)
                     for r in keep:

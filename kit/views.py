@@ -45,10 +45,7 @@ def expected_vram(recipe: Recipe) -> str:
 
 
 def stage_steps(recipe: Recipe) -> str:
-    def steps(stage) -> int:
-        return stage.max_steps or (recipe.grpo.max_steps if stage.kind == "grpo" else recipe.sft.max_steps)
-
-    return " -> ".join(f"{s.kind} {steps(s)}" for s in recipe.pipeline())
+    return " -> ".join(f"{s.kind} {recipe.stage_steps(s)}" for s in recipe.pipeline())
 
 
 def recipe_summary(recipe: Recipe, path: Path) -> str:
