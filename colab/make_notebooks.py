@@ -5,7 +5,7 @@ recipes, so they never drift from them. Same input, same bytes: no timestamps, f
     python colab/make_notebooks.py --root /tmp/x   # write the same files under another root (tests compare)
 
 One notebook per recipe whose model ships a config in kit/configs/ (the 16 GB GPU recipes; the CPU demo has its
-own `make demo`). Each: install (Unsloth; vLLM only where this kit's pinned vLLM supports the GPU), GPU check and
+own `make demo`). Each: install (Unsloth and vLLM in the version profile for the GPU: t4 or main), GPU check and
 `kit fit`, training in a background process with a live reward plot, evaluation, chat, export, and optionally the
 app with a public link.
 """
@@ -94,43 +94,51 @@ This notebook is generated from the recipe by `colab/make_notebooks.py`; edit th
 
     cells.append(("markdown", """## 1. Install
 
-Clones the kit and installs it with Unsloth. vLLM is added where this kit's pinned vLLM (0.26.0, built for
-torch 2.11 / CUDA 13) is expected to run: GPUs newer than a T4. On a T4, Unsloth's own notebooks use vLLM 0.11.2,
-which needs transformers < 5 and cannot live beside this kit's transformers 5.17; the kit then generates with
-Unsloth (slower, same results) and says so once. `FORCE_VLLM = True` tries vLLM anyway. Details:
-[docs/install.md]({repo}/blob/{branch}/docs/install.md).""".format(repo=REPO_URL, branch=BRANCH)))
+Clones the kit and installs it with Unsloth, and vLLM when the recipe uses it, in the version profile for this GPU
+(exact sets: `profiles/`):
+
+- **T4** (compute capability 7.5): profile **t4**, the set Unsloth's own T4 GRPO notebooks install: vLLM 0.11.2,
+  torch 2.9.0, transformers 4.56.2, TRL 0.22.2 (newer vLLM dropped the attention backend a T4 needs).
+- **newer GPUs** (L4, A100, ...): profile **main**: vLLM 0.26.0, torch 2.11.0 (CUDA 13: NVIDIA driver >= 580),
+  transformers 5.17.0, TRL 1.14.0.
+
+`USE_VLLM = False` installs no vLLM: Unsloth then generates the rollouts (slower, same results). If vLLM fails to
+start, training stops with one line naming that switch (`--set model.fast_inference=false`). Details and what
+is tested where: [docs/install.md]({repo}/blob/{branch}/docs/install.md).""".format(repo=REPO_URL, branch=BRANCH)))
 
     cells.append(("code", f"""import os, subprocess
 
 REPO_URL = "{REPO_URL}"  # placeholder: the kit's git repository
 RECIPE = "{rel}"
-RECIPE_USES_VLLM = {vllm}
-FORCE_VLLM = False  # True: install vLLM even on a T4 (untested there with this kit's versions)
+USE_VLLM = {vllm}  # the recipe's model.fast_inference; False: no vLLM, Unsloth generates (slower)
 
 def sh(cmd, check=True):
     print("$", cmd, flush=True)
     return subprocess.run(cmd, shell=True, check=check).returncode
 
-gpu = subprocess.run("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader", shell=True,
-                     capture_output=True, text=True).stdout.strip()
+gpu = subprocess.run("nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader", shell=True,
+                     capture_output=True, text=True).stdout.strip().splitlines()
 if not gpu:
     raise SystemExit("No NVIDIA GPU: Runtime -> Change runtime type -> T4 GPU, then run this cell again")
-is_t4 = "T4" in gpu
-use_vllm = RECIPE_USES_VLLM and (FORCE_VLLM or not is_t4)
-print("GPU:", gpu, "| vLLM:", use_vllm)
+name, cap, memory = [x.strip() for x in gpu[0].split(",")]
+PROFILE = "t4" if cap == "7.5" or "T4" in name else "main"  # profiles/<PROFILE>-gpu.txt: exact versions
+print(f"GPU: {{name}} (compute capability {{cap}}, {{memory}}) | profile: {{PROFILE}} | vLLM: {{USE_VLLM}}")
 
 if not os.path.isdir("grpo-kit"):
     sh(f"git clone --depth 1 {{REPO_URL}} grpo-kit")
 os.chdir("grpo-kit")
-sh("pip install -q -e '.[gpu,vllm]'" if use_vllm else "pip install -q -e '.[gpu]'")
+extras = ".[gpu,vllm]" if USE_VLLM else ".[gpu]"
+sh(f"pip install -q -c profiles/{{PROFILE}}-gpu.txt -e '{{extras}}'")
 os.environ["UNSLOTH_VLLM_STANDBY"] = "1"  # vLLM frees its KV cache while training (Unsloth's memory-efficient RL)
 os.environ["UNSLOTH_DISABLE_STATISTICS"] = "1\""""))
 
     cells.append(("markdown", """## 2. GPU check
 
-`kit fit` estimates the peak memory of this recipe on this GPU, term by term, and says what to change if it
-does not fit."""))
-    cells.append(("code", """!nvidia-smi
+`kit doctor` prints the GPU, the installed versions, the install profile they match and any known-bad
+combination with the command that fixes it (paste it into an issue if something fails); `kit fit` estimates the
+peak memory of this recipe on this GPU, term by term, and says what to change if it does not fit."""))
+    cells.append(("code", """print(f"install profile: {PROFILE} (profiles/{PROFILE}-gpu.txt) | vLLM: {USE_VLLM}")
+sh(f"kit doctor {RECIPE}", check=False)
 sh(f"kit fit {RECIPE}", check=False)"""))
 
     override_hint = (" e.g. `OVERRIDES = [" + ", ".join(f'"{p}"' for p in example) + "]`") if example else ""
@@ -241,9 +249,13 @@ for fmt in EXPORT_FORMATS:
     cells.append(("markdown", """## 7. Optional: the app, with a public link
 
 The Gradio app shows every run's curves and completions and lets you chat with a checkpoint. `--share` prints a
-public gradio.live URL; anyone with it can use the app while this cell runs (■ stops it)."""))
+public gradio.live URL behind a login: this cell makes a password and prints the user and password (keep them to
+yourself; anyone with the link and the password can start runs while this cell runs, ■ stops it)."""))
     cells.append(("code", """LAUNCH_APP = False
 if LAUNCH_APP:
+    import secrets
+    os.environ["KIT_UI_AUTH"] = f"kit:{secrets.token_urlsafe(12)}"
+    print("app login -> user: kit   password:", os.environ["KIT_UI_AUTH"].split(":", 1)[1])
     sh("python app.py --share", check=False)"""))
     return cells
 
@@ -281,8 +293,9 @@ def render_badges(paths: list[Path]) -> str:
             "\n`REPO_URL` in `colab/make_notebooks.py` and regenerate.\n\n"
             "| Open | recipe | model | rollouts | est. peak (16 GB GPU, `kit fit`) |\n|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n\n"
-            "On a T4 the notebooks install Unsloth without vLLM (see docs/install.md): rollouts then use Unsloth's "
-            "generation.\n")
+            "Each notebook installs the version profile for its GPU (docs/install.md): on a T4 profile t4 (vLLM "
+            "0.11.2,\ntransformers 4.56.2, TRL 0.22.2, as Unsloth's own T4 notebooks), on newer GPUs profile main "
+            "(vLLM 0.26.0,\ntransformers 5.17.0, TRL 1.14.0). Neither has been run on Colab by this project yet.\n")
 
 
 def render_all(root: Path = ROOT) -> dict[str, str]:

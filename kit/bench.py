@@ -13,7 +13,9 @@ kit path, and what they cost, as JSON.
    torch.cuda.max_memory_reserved(); the parent samples device memory with nvidia-smi (that includes vLLM's pool
    and the CUDA context, which PyTorch's counters don't).
 3. A second child loads the trained adapter through kit.model.load_for_inference and times one generation batch
-   through kit.generation.Generator (vLLM fast_generate when the plan has it): generation tokens/s.
+   through kit.generation.Generator with HF generation; where the plan generates with vLLM (Unsloth's engine, or
+   the in-process engine of the transformers backend) a third child times the same prompts through vLLM, and the
+   result holds both and their ratio (`generation.vllm_over_hf`).
 
 Random weights rarely emit EOS, so completions run to max_completion_length: the worst case for memory and time.
 Accuracy numbers from such a run mean nothing. A CPU run is labelled `"device": "cpu"`: its numbers say the path
@@ -23,6 +25,7 @@ works, never how fast a GPU is.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -48,7 +51,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 DEFINITIONS = {
-    "step_times_s": "TRL's logged step_time per optimizer step: generation + rewards + forward/backward + update",
+    "step_times_s": "TRL's logged step_time per optimizer step: generation + rewards + forward/backward + update "
+                    "(TRL 0.22, profile t4, logs none: the kit's wall-clock time of the step, kit.compat)",
     "first_step_s": "step 1 alone: includes Unsloth's kernel compilation (minutes) and vLLM/CUDA warm-up",
     "steady_step_s": "median step_time of steps 2..N",
     "rollout_tokens_per_s": "completion tokens per step (completions/mean_length x completions per step) / "
@@ -58,6 +62,9 @@ DEFINITIONS = {
                                "wall time. Each completion counts max_new_tokens: random weights emit EOS with "
                                "probability ~1/vocab per token (the training run's completions/clipped_ratio, "
                                "counted by TRL, is recorded as clipped_ratio)",
+    "generation.vllm_over_hf": "where the plan generates with vLLM: the same prompts, samples and lengths through "
+                               "HF generation (generation.hf) and vLLM (generation.vllm), each in a fresh process "
+                               "after its own warm-up; vLLM tokens/s / HF tokens/s",
     "memory.torch_max_reserved_gib": "torch.cuda.max_memory_reserved() in the training process: PyTorch's caching "
                                      "allocator only (the anchors are this number)",
     "memory.device_peak_used_gib": "highest memory.used nvidia-smi reported for the GPU while training, sampled "
@@ -146,8 +153,9 @@ def build_random_model(recipe, arch_overrides: dict | None = None) -> Path:
 
 
 def run(recipe_path: str | Path, steps: int = 3, overrides: list[str] = (), out: str | Path | None = None,
-        arch_overrides: dict | None = None, gen_prompts: int = 2) -> dict:
-    """Benchmark a recipe on random weights and write the JSON result (returned too)."""
+        arch_overrides: dict | None = None, gen_prompts: int = 2, keep_run: str | Path | None = None) -> dict:
+    """Benchmark a recipe on random weights and write the JSON result (returned too). `keep_run`: copy the
+    benchmark's run folder there (its adapter, for checks that evaluate or export it)."""
     if steps < 1:
         raise KitError(f"--steps: {steps} is not a number of steps; give 1 or more (2+ separates compile time)")
     recipe = load_recipe(recipe_path, overrides)
@@ -173,10 +181,20 @@ def run(recipe_path: str | Path, steps: int = 3, overrides: list[str] = (), out:
         with sampler or contextlib.nullcontext():
             trained = _child("train", {"recipe": str(recipe_path), "overrides": bench_overrides}, workdir)
         run_dir = Path(trained["run"])
-        generation = _child("generate", {"recipe": str(recipe_path), "overrides": bench_overrides,
-                                         "adapter": str(run_dir / runs.ADAPTER), "prompts": gen_prompts}, workdir)
+        # The same prompts through HF generation and (where the plan has it) vLLM, each in a fresh process.
+        engines = ["hf", "vllm"] if plan.fast_inference else ["hf"]
+        generations = {e: _child("generate", {"recipe": str(recipe_path), "overrides": bench_overrides,
+                                              "adapter": str(run_dir / runs.ADAPTER), "prompts": gen_prompts,
+                                              "engine": e}, workdir) for e in engines}
+        generation = dict(generations[engines[-1]])  # the engine the plan generates with
+        if "vllm" in generations:
+            generation["hf"], generation["vllm"] = generations["hf"], generations["vllm"]
+            generation["vllm_over_hf"] = round(generations["vllm"]["tokens_per_s"]
+                                               / generations["hf"]["tokens_per_s"], 2)
         result = _result(recipe_path, recipe, bench_recipe, plan, folder, arch_overrides, steps, run_dir, trained,
                          generation, sampler)
+        if keep_run is not None:
+            shutil.copytree(run_dir, keep_run, dirs_exist_ok=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,8 +255,11 @@ def _result(recipe_path, recipe, bench_recipe, plan, folder, arch_overrides, ste
 
 def _print_summary(result: dict, out: Path) -> None:
     where = result["device"] if result["cuda"] else "cpu (not a GPU result)"
+    gen = result["generation"]
+    vs = (f" (HF {gen['hf']['tokens_per_s']}, vLLM {gen['vllm']['tokens_per_s']}: {gen['vllm_over_hf']}x)"
+          if "vllm_over_hf" in gen else "")
     print(f"[kit] bench on {where}: step 1 {result['first_step_s']} s, steady {result['steady_step_s']} s/step, "
-          f"generation {result['generation']['tokens_per_s']} tokens/s", flush=True)
+          f"generation {gen['tokens_per_s']} tokens/s{vs}", flush=True)
     if result["memory"]:
         m, e = result["memory"], result["estimate"]
         print(f"[kit] peak: torch reserved {m['torch_max_reserved_gib']} GiB, device {m['device_peak_used_gib']} GiB; "
@@ -299,7 +320,10 @@ def _generate_child(args: dict) -> dict:
 
     recipe = load_recipe(args["recipe"], args["overrides"])
     g = recipe.grpo
-    model, tokenizer, lora_request = kit_model.load_for_inference(recipe, Path(args["adapter"]))
+    p = kit_model.plan(recipe)
+    if args.get("engine", "hf") == "hf":
+        p = dataclasses.replace(p, fast_inference=False)
+    model, tokenizer, lora_request = kit_model.load_for_inference(recipe, Path(args["adapter"]), p)
     gen = Generator(model, tokenizer, lora_request)
     rows = data.questions("builtin:gsm8k-sample", "test", args["prompts"], g.seed, recipe.data.subset)
     prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows]
@@ -309,7 +333,7 @@ def _generate_child(args: dict) -> dict:
                         n=g.num_generations, batch_size=len(prompts))
     seconds = time.perf_counter() - t0
     tokens = sum(len(per) for per in outs) * g.max_completion_length
-    return {"backend": "vLLM fast_generate" if gen.use_vllm else "HF generate", "prompts": len(prompts),
+    return {"backend": gen.engine_name, "prompts": len(prompts),
             "samples_per_prompt": g.num_generations, "max_new_tokens": g.max_completion_length,
             "tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
 

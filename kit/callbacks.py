@@ -47,22 +47,30 @@ class StopCallback(TrainerCallback):
 
 class MetricsCallback(TrainerCallback):
     """One JSON object per log event: `step` (the stage's), `run_step` (across stages), wall `time`, `stage`, and
-    TRL's keys verbatim."""
+    TRL's keys verbatim (a GRPO `step_time` that this TRL does not log is filled in: kit.compat.fill_step_time)."""
 
     def __init__(self, writer: JsonlWriter, stage: str, offset: int, on_step: Callable[[int], None]):
         self.writer, self.stage, self.offset, self.on_step = writer, stage, offset, on_step
         self.t0 = time.time()
+        self._step_t0, self._step_s = None, None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        from kit import compat
+
         logs = dict(logs or {})
         if "total_flos" in logs or "train_runtime" in logs:  # the end-of-training summary line
             return
         record = {"step": state.global_step, "run_step": self.offset + state.global_step,
                   "time": round(time.time(), 3), "elapsed_s": round(time.time() - self.t0, 3),
-                  "stage": self.stage, **logs}
+                  "stage": self.stage, **compat.fill_step_time(logs, self._step_s)}
         self.writer.write(record)
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_t0 = time.perf_counter()
+
     def on_step_end(self, args, state, control, **kwargs):
+        if self._step_t0 is not None:
+            self._step_s = time.perf_counter() - self._step_t0
         self.on_step(state.global_step)
 
 
@@ -97,15 +105,15 @@ class CompletionsCallback(TrainerCallback):
 class EvalCallback(TrainerCallback):
     """Held-out accuracy during training: greedy answers to a fixed subset (eval.during_limit questions of
     eval.split) at the start and every eval.every_steps steps, logged as eval/accuracy_strict,
-    eval/accuracy_lenient, eval/format_rate."""
+    eval/accuracy_lenient, eval/format_rate; with eval.samples = K > 1 also eval/pass@1 and eval/pass@K (strict)
+    from K sampled answers per question."""
 
     def __init__(self, recipe, tokenizer, writer: JsonlWriter, stage: str, offset: int, scratch: str):
         from kit import data
 
         self.scratch = scratch
         self.recipe, self.tokenizer, self.writer, self.stage, self.offset = recipe, tokenizer, writer, stage, offset
-        self.rows = data.questions(recipe.data.source, recipe.eval.split, recipe.eval.during_limit,
-                                   shuffle=False, subset=recipe.data.subset)
+        self.rows = data.questions(recipe.data, recipe.eval.split, recipe.eval.during_limit, shuffle=False)
 
     def _evaluate(self, model, step: int) -> None:
         from kit import data
@@ -115,17 +123,22 @@ class EvalCallback(TrainerCallback):
         e = self.recipe.eval
         gen = Generator.of_training_model(model, self.tokenizer, Path(self.scratch),
                                           data.template_kwargs(self.recipe.data))
+        k = e.samples if e.samples > 1 else 0
         summary, _ = evaluate(gen, self.rows, self.recipe.data.system_prompt,
                               e.max_new_tokens or self.recipe.grpo.max_completion_length, e.batch_size,
-                              progress=False)
-        self.writer.write({"step": step, "run_step": self.offset + step, "time": round(time.time(), 3),
-                           "stage": self.stage, "eval/accuracy_strict": summary["accuracy_strict"],
-                           "eval/accuracy_lenient": summary["accuracy_lenient"],
-                           "eval/format_rate": summary["format_rate"], "eval/mean_length": summary["mean_length"],
-                           "eval/n": summary["n"]})
-        print(f"[kit] eval at step {step}: strict {summary['accuracy_strict']:.1%}, lenient "
-              f"{summary['accuracy_lenient']:.1%}, format {summary['format_rate']:.1%} (n={summary['n']})",
-              flush=True)
+                              progress=False, samples=k, temperature=e.temperature, seed=self.recipe.grpo.seed)
+        record = {"step": step, "run_step": self.offset + step, "time": round(time.time(), 3), "stage": self.stage,
+                  "eval/accuracy_strict": summary["accuracy_strict"],
+                  "eval/accuracy_lenient": summary["accuracy_lenient"], "eval/format_rate": summary["format_rate"],
+                  "eval/mean_length": summary["mean_length"], "eval/n": summary["n"]}
+        line = (f"[kit] eval at step {step}: strict {summary['accuracy_strict']:.1%}, lenient "
+                f"{summary['accuracy_lenient']:.1%}, format {summary['format_rate']:.1%}")
+        if k:
+            record.update({"eval/pass@1": summary["pass@1"], f"eval/pass@{k}": summary[f"pass@{k}"],
+                           "eval/samples": k})
+            line += f", pass@1 {summary['pass@1']:.1%}, pass@{k} {summary[f'pass@{k}']:.1%} (strict)"
+        self.writer.write(record)
+        print(line + f" (n={summary['n']})", flush=True)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step == 0:

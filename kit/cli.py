@@ -7,6 +7,7 @@
     kit runs                                    every run folder with its status
     kit fields [section]                        every recipe field with its help text
     kit rewards                                 the reward functions
+    kit doctor [RECIPE]                         versions, GPU, install profile, known problems
     kit eval / compare / fit / bench / export / plot / ui    (see `kit COMMAND -h`)
 """
 
@@ -87,17 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--out", help="PNG path (default: RUN/curves.png)")
 
-    p = sub.add_parser("eval", help="GSM8K accuracy of a recipe's base model or a run's adapter")
-    p.add_argument("target", help="recipe YAML (base model) or run folder (its adapter)")
+    p = sub.add_parser("eval", help="GSM8K accuracy (strict, lenient, format; pass@k, maj@k with --samples) of a "
+                       "recipe's base model, a run's adapter or one stage's")
+    p.add_argument("target", help="recipe YAML (base model), run folder (its final adapter) or stage folder "
+                   "(runs/X/stages/1-sft: that stage's adapter)")
     p.add_argument("--split", choices=("train", "test"), help="default: the recipe's eval.split")
     p.add_argument("--limit", type=_positive(int), help="default: the recipe's eval.limit")
     p.add_argument("--base", action="store_true", help="with a run: evaluate its base model, not the adapter")
+    _sampling_args(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
 
-    p = sub.add_parser("compare", help="base vs trained accuracy table with a 95%% interval")
-    p.add_argument("run")
+    p = sub.add_parser("compare", help="two checkpoints on the same questions: B - A with a 95%% interval and "
+                       "the strict gain split into format and reasoning")
+    p.add_argument("a", metavar="A", help="run folder, stage folder or recipe (its base model); alone: A's base "
+                   "model vs A")
+    p.add_argument("b", metavar="B", nargs="?", help="run folder, stage folder or recipe")
     p.add_argument("--split", choices=("train", "test"))
     p.add_argument("--limit", type=_positive(int))
+    _sampling_args(p)
 
     p = sub.add_parser("fit", help="estimate peak VRAM of a recipe")
     p.add_argument("recipe", type=_recipe_arg)
@@ -120,11 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantization", default="q4_k_m", help="GGUF quantization (q4_k_m, q8_0, f16, ...)")
 
     p = sub.add_parser("ui", help="launch the Gradio app")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on; any but loopback needs a login")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs a login)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="login for --share or a non-loopback --host (default: "
+                   "$KIT_UI_AUTH, else a random password printed once)")
     p.add_argument("--recipes", help="recipe folder (default: ./recipes, else the kit's)")
     p.add_argument("--runs", help="run folders (default: ./runs)")
+
+    p = sub.add_parser("doctor", help="versions, GPU, install profile and known problems (paste it into an issue)")
+    p.add_argument("recipe", nargs="?", type=_recipe_arg, help="also: what this recipe would run here, and if it "
+                   "fits")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     return parser
 
 
@@ -185,6 +200,13 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _sampling_args(p) -> None:
+    p.add_argument("--samples", type=_positive(int), metavar="K",
+                   help="also sample K answers per question: pass@1, pass@k, maj@K")
+    p.add_argument("--temperature", type=_positive(float), help="sampling temperature (default: eval.temperature)")
+    p.add_argument("--json", action="store_true", help="print only the result as one JSON object (logs to stderr)")
+
+
 def cmd_show(args) -> int:
     from kit import metrics, runs
 
@@ -208,11 +230,13 @@ def cmd_show(args) -> int:
         print("\nno GRPO metrics yet")
         return 0
     keys = metrics.reward_keys(grpo)
+    passes = sorted({k for r in grpo for k in r if k.startswith("eval/pass@")}, key=lambda k: int(k[10:]))
     extra = [k for k in ("completions/mean_length", "completions/clipped_ratio", "kl", "frac_reward_zero_std",
-                         "eval/accuracy_strict") if any(k in r for r in grpo)]
+                         "eval/accuracy_strict", "eval/accuracy_lenient", *passes) if any(k in r for r in grpo)]
     every = args.every or max(1, len(grpo) // 15)
     short = {"completions/mean_length": "len", "completions/clipped_ratio": "clipped", "frac_reward_zero_std":
-             "zero_std", "eval/accuracy_strict": "eval_acc"}
+             "zero_std", "eval/accuracy_strict": "eval_strict", "eval/accuracy_lenient": "eval_lenient",
+             **{k: "eval_" + k[5:] for k in passes}}
     header = ["stage", "step"] + [k.split("/")[1] if "/" in k and k.startswith("rewards/") else k for k in keys]
     header += [short.get(k, k) for k in extra]
     rows = []
@@ -294,10 +318,11 @@ def fields_markdown(rows=None) -> str:
 
 
 def cmd_rewards(args) -> int:
-    from kit.rewards import REWARDS
+    from kit.rewards import REWARDS, WRITING_ONE
 
     for name, fn in REWARDS.items():
         print(f"{name}\n    {fn.__doc__.strip().splitlines()[0]}")
+    print("\n" + WRITING_ONE)
     return 0
 
 
@@ -323,6 +348,7 @@ COMMANDS = {
     "rewards": cmd_rewards, "plot": cmd_plot,
     "eval": _delegate("evaluate"), "compare": _delegate("evaluate"), "fit": _delegate("fit"),
     "bench": _delegate("bench"), "export": _delegate("export"), "ui": _delegate("ui"),
+    "doctor": _delegate("doctor"),
 }
 
 if __name__ == "__main__":

@@ -288,3 +288,40 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Login: the app starts training processes, opens recipe paths from the disk (a recipe's reward file is Python it
+# runs) and loads models, so it leaves this machine only behind a login.
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, ::1 and localhost: only this machine reaches the app."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may be reachable from elsewhere
+
+
+def login_for(host: str, share: bool, auth: str | None, env: dict | None = None) -> tuple[str, str, bool] | None:
+    """(user, password, generated) the app asks for, or None when it serves loopback only and no login was given.
+    Any other host, or a share link, needs one: `auth` (USER:PASSWORD), else $KIT_UI_AUTH, else a random password
+    (generated=True: print it once, as Jupyter prints its token)."""
+    import secrets
+
+    env = os.environ if env is None else env
+    text = auth if auth is not None else env.get("KIT_UI_AUTH") or None
+    if text is not None:
+        user, sep, password = text.partition(":")
+        if not sep or not user.strip() or not password:
+            where = "--auth" if auth is not None else "KIT_UI_AUTH"
+            raise KitError(f"{where}: expected USER:PASSWORD (e.g. --auth kit:some-long-password), got "
+                           f"{'an empty value' if not text else 'no colon' if not sep else 'an empty part'}")
+        return user.strip(), password, False
+    if share or not is_loopback(host):
+        return "kit", secrets.token_urlsafe(12), True
+    return None

@@ -1,8 +1,9 @@
 """Questions, prompts and the one answer extractor.
 
-Sources: GSM8K from the Hugging Face Hub (`openai/gsm8k`), a local JSONL with GSM8K's `question`/`answer`
-fields, a GSM8K subset shipped with the kit (`builtin:gsm8k-sample`, MIT licence beside it), and a synthetic
-arithmetic task in GSM8K's answer format (`builtin:arithmetic`) for the tiny offline demo.
+Sources: a Hugging Face Hub data set (`openai/gsm8k`), a local .jsonl / .json / .csv / .parquet file, a GSM8K
+subset shipped with the kit (`builtin:gsm8k-sample`, MIT licence beside it), and a synthetic arithmetic task in
+GSM8K's answer format (`builtin:arithmetic`) for the tiny offline demo. A recipe's DataSpec maps the source's
+fields onto question / gold answer (`question_field`, `answer_field`, `answer_format`: gsm8k, number, boxed).
 
 `extract_answer` is the only place that reads a number out of model output: rewards, evaluation and chat all
 call it. No torch here.
@@ -17,7 +18,7 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
-from kit.recipe import KitError, RecipeError
+from kit.errors import KitError, RecipeError
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN_SOURCES = ("builtin:gsm8k-sample", "builtin:arithmetic")
@@ -117,8 +118,9 @@ def answers_match(predicted: str | None, gold: str) -> bool:
     return p is not None and g is not None and p == g
 
 
-def solution_to_completion(solution: str) -> str:
-    """A GSM8K worked solution rewritten into the <reasoning>/<answer> layout the rewards check (SFT targets).
+def solution_to_completion(solution: str, answer: str | None = None) -> str:
+    """A worked solution rewritten into the <reasoning>/<answer> layout the rewards check (SFT targets). The answer
+    is the gold after GSM8K's "####" unless given (other answer formats).
 
     >>> print(solution_to_completion("She has 2 + 3 = <<2+3=5>>5.\\n#### 5"))
     <reasoning>
@@ -129,21 +131,53 @@ def solution_to_completion(solution: str) -> str:
     </answer>
     """
     reasoning = re.sub(r"<<[^>]*>>", "", solution.split("####")[0]).strip()
-    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{extract_hash_answer(solution)}\n</answer>"
+    answer = extract_hash_answer(solution) if answer is None else answer
+    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{answer}\n</answer>"
 
 
-def solution_to_plain(solution: str) -> str:
+def solution_to_plain(solution: str, answer: str | None = None) -> str:
     """A GSM8K worked solution as plain prose, without the layout (what an instruct model tends to write).
 
     >>> solution_to_plain("She has 2 + 3 = <<2+3=5>>5.\\n#### 5")
     'She has 2 + 3 = 5.\\nThe answer is 5.'
     """
     reasoning = re.sub(r"<<[^>]*>>", "", solution.split("####")[0]).strip()
-    return f"{reasoning}\nThe answer is {extract_hash_answer(solution)}."
+    return f"{reasoning}\nThe answer is {extract_hash_answer(solution) if answer is None else answer}."
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sources
+# Sources: where rows come from, and how a row's fields map onto question / gold answer
+
+
+FILE_TYPES = (".jsonl", ".json", ".csv", ".parquet")
+ANSWER_FORMATS = {"gsm8k": "'#### <number>' (GSM8K's layout: a worked solution ending in '#### <number>')",
+                  "number": "a number (the field holds just the answer)",
+                  "boxed": "a number in the last \\boxed{...}"}
+
+
+def is_file_source(source: str) -> bool:
+    return source.endswith(FILE_TYPES) or source.startswith((".", "/", "~"))
+
+
+def _split_path(source: str, split: str) -> Path:
+    """A local source for one split: `{split}` in the name is replaced (problems-{split}.jsonl), else the one file
+    serves every split."""
+    return Path(source.replace("{split}", split)).expanduser()
+
+
+def resolve_source(source: str, base_dir: str | Path | None, field: str = "data.source") -> str:
+    """A local source as an absolute path (a relative one starts at the recipe's folder, then the current
+    directory), so the run folder's saved recipe still finds it; other sources unchanged."""
+    if source.startswith("builtin:") or not is_file_source(source):
+        return source
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        return str(path)
+    for folder in ([Path(base_dir)] if base_dir else []) + [Path.cwd()]:
+        candidate = folder / path
+        if any(_split_path(str(candidate), s).is_file() for s in ("train", "test")):
+            return str(candidate.resolve())
+    return source  # check_source says it is missing
 
 
 def check_source(source: str, field: str = "data.source") -> None:
@@ -151,25 +185,40 @@ def check_source(source: str, field: str = "data.source") -> None:
     if source.startswith("builtin:"):
         if source not in BUILTIN_SOURCES:
             raise RecipeError(f"{field}: unknown built-in source {source!r}; choose {', '.join(BUILTIN_SOURCES)}")
-    elif source.endswith((".jsonl", ".json")) or source.startswith((".", "/", "~")):
-        if not Path(source).expanduser().is_file():
-            raise RecipeError(f"{field}: file not found: {source}; give a .jsonl with question/answer fields, "
-                              f"or use builtin:gsm8k-sample")
+    elif is_file_source(source):
+        if not source.endswith(FILE_TYPES):
+            raise RecipeError(f"{field}: {source}: unknown file type; use one of {', '.join(FILE_TYPES)}")
+        if not any(_split_path(source, s).is_file() for s in ("train", "test")):
+            raise RecipeError(f"{field}: file not found: {source}; give a {'/'.join(FILE_TYPES)} file (a relative "
+                              "path starts at the recipe's folder), or use builtin:gsm8k-sample")
     elif "/" not in source:
-        raise RecipeError(f"{field}: {source!r} is neither a hub id (owner/name), a .jsonl file, nor one of "
-                          f"{', '.join(BUILTIN_SOURCES)}")
+        raise RecipeError(f"{field}: {source!r} is neither a hub id (owner/name), a local file "
+                          f"({', '.join(FILE_TYPES)}), nor one of {', '.join(BUILTIN_SOURCES)}")
 
 
-def load_rows(source: str, split: str, subset: str = "main") -> list[dict]:
-    """Rows with GSM8K's fields, `question` and `answer` (the worked solution ending in "#### N")."""
+def load_rows(source: str, split: str, subset: str | None = "main") -> list[dict]:
+    """The raw rows of a source's split, fields as stored (GSM8K's: `question` and `answer`, the worked solution
+    ending in "#### N")."""
+    return [row for _, row in _located_rows(source, split, subset)]
+
+
+def _located_rows(source: str, split: str, subset: str | None) -> list[tuple[str, dict]]:
+    """(where, row) pairs: `where` is what an error message points at (path:line, or the hub row)."""
     check_source(source)
     if source == "builtin:arithmetic":
-        return arithmetic_rows(split)
+        return [(f"{source} ({split}) row {i}", r) for i, r in enumerate(arithmetic_rows(split), 1)]
     if source == "builtin:gsm8k-sample":
         return _read_jsonl(ASSETS / "gsm8k" / f"{split}.jsonl")
-    path = Path(source).expanduser()
-    if path.is_file():
-        return _read_jsonl(path)
+    if is_file_source(source):
+        path = _split_path(source, split)
+        if not path.is_file():
+            raise KitError(f"data.source: no {split} file {path} (the {{split}} in {source} names one file per "
+                           "split)")
+        reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+        rows = reader[path.suffix](path)
+        if not rows:
+            raise KitError(f"{path}: no rows (the file is empty)")
+        return rows
     import datasets  # heavy, only for hub sources
 
     try:
@@ -177,47 +226,150 @@ def load_rows(source: str, split: str, subset: str = "main") -> list[dict]:
     except Exception as e:  # network, auth or name problems: one line that says what to do
         raise KitError(f"data.source: could not load {source} ({subset}, {split}) from the Hugging Face Hub: "
                        f"{str(e).splitlines()[0][:200]}. Offline? Use data.source=builtin:gsm8k-sample or a "
-                       f"local .jsonl") from None
-    return [{"question": r["question"], "answer": r["answer"]} for r in ds]
+                       f"local file (data.subset=null for a data set without configs)") from None
+    return [(f"{source} ({split}) row {i}", dict(r)) for i, r in enumerate(ds, 1)]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
+def _read_text(path: Path) -> str:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise KitError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-    for n, line in enumerate(lines, 1):
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
+    rows = []
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise KitError(f"{path}:{n}: not valid JSON; each line must be an object with question and "
-                           "answer") from None
-        if not isinstance(row, dict) or "question" not in row or "answer" not in row:
-            raise KitError(f"{path}:{n}: each line needs the fields question and answer (GSM8K's)")
-        if not isinstance(row["question"], str) or not isinstance(row["answer"], str):
-            raise KitError(f"{path}:{n}: question and answer must be text (answer: a worked solution ending in "
-                           "'#### <number>')")
-        if "####" not in row["answer"] or parse_number(extract_hash_answer(row["answer"])) is None:
-            raise KitError(f"{path}:{n}: the answer must end in '#### <number>' (GSM8K's layout), got "
-                           f"{row['answer'][-40:]!r}")
-        rows.append(row)
-    if not rows:
-        raise KitError(f"{path}: no rows")
+            raise KitError(f"{path}:{n}: not valid JSON; each line must be one object with the question and "
+                           "answer fields") from None
+        if not isinstance(row, dict):
+            raise KitError(f"{path}:{n}: not a JSON object; each line must be one object with the question and "
+                           "answer fields (data.question_field, data.answer_field)")
+        rows.append((f"{path}:{n}", row))
     return rows
 
 
-def questions(source: str, split: str, limit: int | None = None, seed: int = 0, subset: str = "main",
+def _read_json(path: Path) -> list[tuple[str, dict]]:
+    try:
+        items = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise KitError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); a .json source is one array of objects (one "
+                       "object per line: name it .jsonl)") from None
+    if not isinstance(items, list) or not all(isinstance(r, dict) for r in items):
+        raise KitError(f"{path}: a .json source must be an array of objects, one per question")
+    return [(f"{path}[{i}]", r) for i, r in enumerate(items)]
+
+
+def _read_csv(path: Path) -> list[tuple[str, dict]]:
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    rows = []
+    for row in reader:
+        if None in row:
+            raise KitError(f"{path}:{reader.line_num}: more values than the header has columns")
+        rows.append((f"{path}:{reader.line_num}", row))
+    return rows
+
+
+def _read_parquet(path: Path) -> list[tuple[str, dict]]:
+    import pyarrow.parquet  # installed with datasets
+
+    try:
+        table = pyarrow.parquet.read_table(path)
+    except Exception as e:
+        raise KitError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+    return [(f"{path} row {i}", r) for i, r in enumerate(table.to_pylist(), 1)]
+
+
+def gold_answer(value, answer_format: str = "gsm8k") -> str | None:
+    """The gold number of a data field, or None when it does not parse.
+
+    gsm8k: the number after "####" (commas stripped, as GSM8K's release does); number: the field is the answer;
+    boxed: the last \\boxed{...} (\\frac{a}{b} reads as a/b).
+
+    >>> gold_answer("2 + 3 = 5\\n#### 5"), gold_answer(2.50, "number"), gold_answer("so $\\\\boxed{\\\\frac{3}{4}}$", "boxed")
+    ('5', '2.5', '0.75')
+    """
+    if answer_format == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        parsed = parse_number(str(value).translate(MINUS_SIGNS))
+        return format_number(parsed) if parsed is not None else None
+    if not isinstance(value, str):
+        return None
+    if answer_format == "gsm8k":
+        if "####" not in value:
+            return None
+        gold = extract_hash_answer(value)
+        return gold if parse_number(gold) is not None else None
+    inner = _last_boxed(value)
+    if inner is None:
+        return None
+    inner = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", inner).replace("{,}", ",")
+    parsed = parse_number(inner.replace("\\!", "").replace("\\$", "").translate(MINUS_SIGNS))
+    return format_number(parsed) if parsed is not None else None
+
+
+def _last_boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j]
+    return None
+
+
+def questions(source, split: str, limit: int | None = None, seed: int = 0, subset: str | None = "main",
               shuffle: bool = True) -> list[dict]:
-    """Rows with `question`, `solution` (worked) and `answer` (gold number), shuffled with `seed`, then cut to
-    `limit`."""
-    rows = [{"question": r["question"], "solution": r["answer"], "answer": extract_hash_answer(r["answer"])}
-            for r in load_rows(source, split, subset)]
+    """Rows with `question`, `solution` (worked, or None) and `answer` (gold number), shuffled with `seed`, then cut
+    to `limit`. `source` is a recipe's DataSpec (its field mapping and answer format apply; `subset` is ignored)
+    or a source name with GSM8K's fields."""
+    if isinstance(source, str):
+        src, qf, af, fmt, sf = source, "question", "answer", "gsm8k", None
+    else:
+        spec = source
+        src, subset, qf, af = spec.source, spec.subset, spec.question_field, spec.answer_field
+        fmt, sf = spec.answer_format, spec.solution_field
+    located = _located_rows(src, split, subset)
+    rows, bad = [], []
+    for where, row in located:
+        for name, fld in ((qf, "question_field"), (af, "answer_field"), (sf, "solution_field")):
+            if name is not None and name not in row:
+                raise KitError(f"data.{fld}: {where} has no field {name!r}; its fields: "
+                               f"{', '.join(map(str, row)) or '(none)'}")
+        if not isinstance(row[qf], str) or not row[qf].strip():
+            raise KitError(f"{where}: the question ({qf}) must be non-empty text, got {_show(row[qf])}")
+        if fmt == "gsm8k" and not isinstance(row[af], str):
+            raise KitError(f"{where}: the answer ({af}) must be text for data.answer_format=gsm8k (a worked "
+                           f"solution ending in '#### <number>'), got {_show(row[af])}; a field holding just "
+                           "the number is data.answer_format=number")
+        gold = gold_answer(row[af], fmt)
+        if gold is None:
+            bad.append((where, row[af]))
+            continue
+        solution = row[af] if fmt in ("gsm8k", "boxed") else (None if sf is None else str(row[sf]))
+        rows.append({"question": row[qf], "solution": solution, "answer": gold})
+    if bad:
+        raise KitError(f"data.answer_field: {len(bad)} of {len(located)} gold answers ({af}) do not parse as "
+                       f"{ANSWER_FORMATS[fmt]} (data.answer_format={fmt}); first: {bad[0][0]}: {_show(bad[0][1])}")
     if shuffle:
         random.Random(seed).shuffle(rows)
     return rows[:limit] if limit else rows
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def template_kwargs(spec) -> dict:

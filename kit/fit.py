@@ -7,8 +7,10 @@ The estimate adds up the terms that are alive at the memory peak of one GRPO ste
 
   base weights      4-bit nf4 (0.52 bytes/param incl. double-quantised scales; embeddings stay 16-bit) or 16-bit
   LoRA              params + grads in fp32 + optimizer states (adamw_8bit: 2 bytes/param, adamw_torch: 8)
-  logits            micro-batch x (completion + 1) x vocab in 16-bit: one copy (TRL's fused log-prob kernel and
-                    Unsloth's chunked loss avoid fp32 copies). Often the biggest term: vocabularies are 128-262k.
+  logits            micro-batch x (completion + 1) x vocab in 16-bit: one copy. Often the biggest term: vocabularies
+                    are 128-262k. TRL + PEFT: alive together with the activations. Unsloth: its GRPO loss takes
+                    hidden states and computes log-probs one fp32 chunk at a time (+ that chunk), and this peak
+                    comes before the layers are recomputed, so the larger of the two phases counts.
   activations       with gradient checkpointing: each layer's input (PEFT keeps them on the GPU; Unsloth's
                     variant offloads them to CPU RAM) plus one layer recomputed in the backward pass
   vLLM              gpu_memory_utilization x GPU: vLLM reserves it up front for weights + KV cache. With
@@ -167,7 +169,9 @@ class Setup:
         standby = os.environ.get("UNSLOTH_VLLM_STANDBY", "1") != "0"  # kit.model sets it to 1 unless told
         if plan is not None:
             act = 4 if plan.dtype == "float32" else 2
-            return cls(plan.backend, plan.load_in_4bit, plan.fast_inference, act, plan.optim, standby)
+            # standby is Unsloth's: TRL's colocated engine (transformers backend) keeps its share while training
+            return cls(plan.backend, plan.load_in_4bit, plan.fast_inference, act, plan.optim,
+                       standby and plan.backend == "unsloth")
         m = recipe.model
         backend = "transformers" if m.backend == "transformers" or m.name == "builtin:tiny" else "unsloth"
         optim = "adamw_8bit" if recipe.grpo.optim == "auto" else recipe.grpo.optim
@@ -257,6 +261,17 @@ def estimate(recipe: Recipe, gpu_gb: float | None = None, plan=None, gpu_name: s
     logits = (f"logits: {b} completions x {completion + 1} tokens x {arch.vocab:,} vocab (16-bit)"
               if ab == 2 else f"logits: {b} x {completion + 1} tokens x {arch.vocab:,} vocab (fp32)",
               b * (completion + 1) * arch.vocab * ab / GIB)
+    logits_terms = [logits]
+    if s.backend == "unsloth":
+        # Unsloth's GRPO loss (unsloth_zoo rl_replacements: grpo_accumulated_loss) takes hidden states from the
+        # model (UNSLOTH_RETURN_HIDDEN_STATES), not logits, and computes the log-probs chunk by chunk
+        # (chunked_hidden_states_selective_log_softmax: max(4, seq // 4096) chunks per completion, each cast to
+        # fp32). Its backward holds the micro-batch's 16-bit logits plus one chunk in fp32 and that chunk's
+        # gradient, and ends before the decoder layers are recomputed (Unsloth offloads their checkpoints to CPU
+        # RAM): the logits and the recomputed layer peak one after the other, not together.
+        chunk_rows = (completion + 1) / max(4, seq // 4096)
+        logits_terms.append((f"log-softmax chunk: {chunk_rows:.0f} tokens x {arch.vocab:,} vocab in fp32 + its "
+                             "gradient", chunk_rows * arch.vocab * 8 / GIB))
     q, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
     per_token_layer = 4 * arch.hidden + 2 * q + 2 * kv + 4 * arch.intermediate
     layer = ("activations: one layer recomputed in the backward pass", b * seq * per_token_layer * ab / GIB)
@@ -269,7 +284,11 @@ def estimate(recipe: Recipe, gpu_gb: float | None = None, plan=None, gpu_name: s
                      arch.layers * b * seq * arch.hidden * ab / GIB))
     slack = ("allocator slack (cuBLAS workspaces, fragmentation)", SLACK_GIB)
     context = (_CONTEXT, CONTEXT_GIB)
-    train = [weights, lora, logits, *acts, slack, context]
+    if s.backend == "unsloth" and m.gradient_checkpointing:  # one after the other (above): the larger counts
+        peak_part = max([logits_terms, acts], key=lambda part: sum(v for _, v in part))
+    else:
+        peak_part = [*logits_terms, *acts]
+    train = [weights, lora, *peak_part, slack, context]
 
     # Generation
     gen_batch = b * g.gradient_accumulation_steps
@@ -286,8 +305,11 @@ def estimate(recipe: Recipe, gpu_gb: float | None = None, plan=None, gpu_name: s
         if s.standby:
             notes.append("UNSLOTH_VLLM_STANDBY: vLLM's KV cache is freed while training, so generation and "
                          "training peak separately")
-        else:  # vLLM holds its whole share (the weights in it are shared with training) while training
-            train = [vllm, lora, logits, *acts, slack, context]
+        elif s.backend == "unsloth":  # vLLM holds its whole share (the weights in it are shared with training)
+            train = [vllm, lora, *peak_part, slack, context]
+            gen = train
+        else:  # TRL's colocated engine: its own copy of the weights and its KV cache stay while training
+            train = [weights, vllm, lora, *peak_part, slack, context]
             gen = train
     else:
         kv_cache = (f"KV cache: HF generation of {gen_batch} x {seq} tokens",

@@ -1,34 +1,110 @@
-"""Answers from a model: batched HF generation, or vLLM through Unsloth's `fast_generate` when the model was
-loaded with fast_inference. Used by evaluation, rejection sampling, evaluation during training and chat.
+"""Answers from a model: batched HF generation, vLLM through Unsloth's `fast_generate` when the model was loaded
+with fast_inference, or (transformers backend) an in-process vLLM engine holding the PEFT model's merged weights.
+Used by evaluation, rejection sampling, evaluation during training and chat. Every engine returns the same thing:
+texts decoded by the model's tokenizer, so result files do not depend on which engine answered.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from pathlib import Path
 from typing import Callable, Iterator
+
+
+class VLLMEngine:
+    """An in-process vLLM engine (a `vllm.LLM` built with external_launcher, as TRL's colocate mode builds it) whose
+    weights follow a PEFT model: `load()` merges the adapter and loads the merged weights into vLLM, the way TRL
+    syncs its colocated engine after each optimizer step. A LoRA request would not do: vLLM rejects adapters with
+    modules_to_save (the demo's embed_tokens/lm_head)."""
+
+    def __init__(self, llm, name: str):
+        self.llm, self.name = llm, name
+        self.loaded: tuple | None = None  # (id(model), adapter on) of the weights vLLM holds now
+
+    def load(self, model, adapter_on: bool) -> None:
+        runner = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        for name, tensor in vllm_weights(model, adapter_on):
+            runner.load_weights([(name, tensor)])
+        self.llm.reset_prefix_cache()
+        self.loaded = (id(model), adapter_on)
+
+
+def vllm_weights(model, adapter_on: bool = True) -> Iterator[tuple[str, "object"]]:
+    """(name, tensor) under vLLM's names: the base weights, with the LoRA adapter merged in (adapter_on) or not,
+    and modules_to_save as trained (adapter_on) or as in the base model."""
+    if not hasattr(model, "peft_config"):
+        for name, param in model.named_parameters():
+            yield name, param.data
+        return
+    if adapter_on:
+        model.merge_adapter()
+    try:
+        for name, param in model.named_parameters():
+            name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            if ".lora_" in name:
+                continue
+            if ".modules_to_save.default." in name:
+                if not adapter_on:
+                    continue
+                name = name.replace(".modules_to_save.default.", ".")
+            elif ".original_module." in name:
+                if adapter_on:
+                    continue
+                name = name.replace(".original_module.", ".")
+            yield name, param.data
+    finally:
+        if adapter_on:
+            model.unmerge_adapter()
+
+
+_TRAINING_ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def attach_engine(model, engine: VLLMEngine) -> None:
+    """Make `engine` (TRL's colocated vLLM during GRPO) the one that answers for the model being trained:
+    evaluation during training and rejection sampling then generate with it, with the current weights loaded."""
+    _TRAINING_ENGINES[model] = engine
+
+
+def attached_engine(model) -> VLLMEngine | None:
+    return _TRAINING_ENGINES.get(model) or _TRAINING_ENGINES.get(getattr(model, "module", None) or model)
 
 
 class Generator:
     """Generate answers to chat prompts (lists of messages).
 
-    `lora_request` (vLLM only) selects the adapter; `use_adapter(False)` answers with the base model (PEFT
-    adapters disabled / no lora_request), which is how "compare" puts base and trained side by side with one model
-    in memory.
+    `lora_request`: the third thing kit.model.load_for_inference returns. Unsloth + vLLM: the LoRA request that
+    selects the adapter; transformers + vLLM: a VLLMEngine (the model's merged weights are loaded into it before it
+    answers). `use_adapter(False)` answers with the base model (PEFT adapters disabled / no lora_request / base
+    weights loaded), which is how "compare" puts base and trained side by side with one model in memory.
     """
 
     def __init__(self, model, tokenizer, lora_request=None, template_kwargs: dict | None = None):
         self.model, self.tokenizer = model, tokenizer
-        self.lora_request = lora_request
+        self.engine = lora_request if isinstance(lora_request, VLLMEngine) else None
+        self.lora_request = None if self.engine else lora_request
         self.template_kwargs = template_kwargs or {}  # e.g. {"enable_thinking": False} for Qwen3
-        self.use_vllm = hasattr(model, "fast_generate") and getattr(model, "vllm_engine", None) is not None
+        self.use_vllm = self.engine is not None or (hasattr(model, "fast_generate")
+                                                    and getattr(model, "vllm_engine", None) is not None)
         self._adapter_on = True
+
+    @property
+    def engine_name(self) -> str:
+        """Which engine answers, in words (kit eval prints it)."""
+        if self.engine is not None:
+            return self.engine.name
+        return "vLLM (Unsloth fast_generate)" if self.use_vllm else "HF generate"
 
     @classmethod
     def of_training_model(cls, model, tokenizer, scratch: Path, template_kwargs: dict | None = None) -> "Generator":
         """A generator for a model being trained. vLLM holds its own copy of the weights, so it is handed the
         current adapter (saved to `scratch`) as a LoRA request; HF generation uses the live weights."""
+        engine = attached_engine(model)
+        if engine is not None:  # transformers backend: TRL's colocated engine, the current weights loaded first
+            engine.loaded = None
+            return cls(model, tokenizer, engine, template_kwargs)
         gen = cls(model, tokenizer, template_kwargs=template_kwargs)
         if gen.use_vllm:
             model.save_lora(str(scratch))
@@ -57,6 +133,8 @@ class Generator:
         """`n` answers per prompt (temperature 0: greedy, then n must be 1)."""
         if temperature == 0 and n != 1:
             raise ValueError("greedy decoding gives one answer per prompt; use temperature > 0 for n > 1")
+        if self.engine is not None:
+            return self._generate_engine(prompts, max_new_tokens, temperature, top_p, n, on_batch)
         if self.use_vllm:
             return self._generate_vllm(prompts, max_new_tokens, temperature, top_p, n, on_batch)
         return self._generate_hf(prompts, max_new_tokens, temperature, top_p, n, batch_size, on_batch)
@@ -73,6 +151,22 @@ class Generator:
         if on_batch:
             on_batch(len(prompts))
         return [[o.text for o in out.outputs] for out in outputs]
+
+    def _generate_engine(self, prompts, max_new_tokens, temperature, top_p, n, on_batch):
+        from vllm import SamplingParams
+
+        if self.engine.loaded != (id(self.model), self._adapter_on):
+            self.engine.load(self.model, self._adapter_on)
+        params = SamplingParams(temperature=temperature, top_p=top_p, n=n, max_tokens=max_new_tokens)
+        inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]}
+                  for t in self._texts(prompts)]
+        outputs = self.engine.llm.generate(inputs, sampling_params=params, use_tqdm=False)
+        if on_batch:
+            on_batch(len(prompts))
+        # Decoded here, as HF generation decodes: vLLM's incremental detokenizer holds back a trailing partial
+        # UTF-8 byte that batch_decode shows as U+FFFD, so the texts (and result files) would differ.
+        return [[self.tokenizer.decode(list(o.token_ids), skip_special_tokens=True) for o in out.outputs]
+                for out in outputs]
 
     def _generate_hf(self, prompts, max_new_tokens, temperature, top_p, n, batch_size, on_batch):
         import torch

@@ -4,6 +4,10 @@
 vLLM, dtype and optimizer — downgrading GPU-only requests on a CPU with a note, refusing impossible explicit
 ones with a `RecipeError`. `load()` then builds the trainable LoRA model; `load_for_inference()` the model used by
 evaluation, chat and export.
+
+Who generates: Unsloth's own vLLM engine (backend unsloth + fast_inference), TRL's colocated vLLM engine
+(backend transformers + fast_inference, wherever `vllm` imports: a CUDA GPU, or the CPU build of the test profile),
+a `trl vllm-serve` server (model.vllm_server, CUDA only), else HF `generate`.
 """
 
 from __future__ import annotations
@@ -95,19 +99,30 @@ def plan(recipe: Recipe, hw: Hardware | None = None) -> Plan:
     if m.vllm_server and backend == "unsloth":
         raise RecipeError("model.vllm_server: a vLLM server is for the transformers backend (multi-GPU); Unsloth "
                           "runs its own vLLM engine. Set model.backend=transformers or drop vllm_server")
+    if m.vllm_server and not hw.cuda:
+        # TRL pushes the trained weights to the server through vLLM's NCCL weight-transfer engine (CUDA only);
+        # without it the server would keep answering with the base model.
+        raise RecipeError("model.vllm_server: TRL syncs the trained weights to a vLLM server over NCCL, which needs "
+                          "a CUDA GPU; on CPU drop model.vllm_server (model.fast_inference=true runs vLLM in-process)")
     fast = m.fast_inference
-    if fast and backend != "unsloth":
+    if m.vllm_server and fast:
         fast = False
-        notes.append("model.fast_inference: vLLM generation runs through Unsloth on a CUDA GPU; using HF "
-                     "generation here")
+        notes.append(f"model.vllm_server: rollouts come from the vLLM server at {m.vllm_server}; "
+                     "model.fast_inference (an in-process engine) is not used")
     elif fast and hw.capability is not None and hw.capability < (7, 0):
         fast = False
         notes.append(f"model.fast_inference: vLLM needs compute capability 7.0+, {hw.name} has "
-                     f"{'.'.join(map(str, hw.capability))}; Unsloth generates without it")
+                     f"{'.'.join(map(str, hw.capability))}; "
+                     f"{'Unsloth' if backend == 'unsloth' else 'HF generate'} generates without it")
     elif fast and not _importable("vllm"):
         fast = False
-        notes.append("model.fast_inference: vllm is not installed; Unsloth generates without it (slower). "
-                     "See docs/install.md")
+        notes.append("model.fast_inference: vllm is not installed; "
+                     f"{'Unsloth generates' if backend == 'unsloth' else 'HF generate answers'} without it "
+                     "(slower). See docs/install.md")
+    elif fast and backend == "transformers":
+        where = "a CUDA GPU" if hw.cuda else "CPU, vLLM's CPU build in bfloat16 (test profile, see docs/install.md)"
+        notes.append(f"model.fast_inference: TRL's colocated vLLM generates the rollouts on {where}; evaluation "
+                     "and sampling use the same engine with the trained weights synced in")
 
     dtype = m.dtype
     if dtype == "auto":
@@ -125,6 +140,78 @@ def plan(recipe: Recipe, hw: Hardware | None = None) -> Plan:
     elif "8bit" in optim and not (hw.cuda and _importable("bitsandbytes")):
         raise RecipeError(f"grpo.optim: {optim} needs bitsandbytes on a CUDA GPU; use grpo.optim=auto")
     return Plan(backend, load_in_4bit, fast, dtype, optim, hw, tuple(notes))
+
+
+def vllm_environment(hw: Hardware) -> None:
+    """What vLLM's CPU build needs on a small machine, set before an engine starts (values already set are kept),
+    and the one work-around of vLLM internals the kit carries (below)."""
+    if hw.cuda:
+        return
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")       # GiB of KV cache; the default 4 is a small box's RAM
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # the default keeps a core free: half of 2 cores
+    _keep_vllm_cpu_weights()
+
+
+def _keep_vllm_cpu_weights() -> None:
+    """Work-around (vLLM CPU build 0.32): after loading, vLLM repacks each linear layer's weight for its oneDNN /
+    SGL kernels and replaces the Parameter by an empty one without `weight_loader` (the LM head keeps its weight
+    but computes from the packed copy). Weights loaded later (TRL's sync after each step, the kit's adapter) then
+    fail with `'Parameter' object has no attribute 'weight_loader'` or are silently ignored. Which layers get packed
+    depends on the CPU (AVX-512 BF16 / AMX) and dtype. So on CPU every unquantized linear layer computes with
+    torch's F.linear on its own weight. tests/test_vllm.py (weight sync) fails if this stops working."""
+    import torch
+    from vllm.model_executor.layers import utils as vllm_layer_utils
+
+    if not hasattr(vllm_layer_utils, "dispatch_cpu_unquantized_gemm"):
+        raise KitError("vLLM's CPU build changed (no vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm): "
+                       "the kit cannot load trained weights into it; use the CPU build named in docs/install.md")
+
+    def plain_linear(layer, remove_weight: bool) -> None:
+        layer.cpu_linear = torch.nn.functional.linear
+
+    vllm_layer_utils.dispatch_cpu_unquantized_gemm = plain_linear
+
+
+def vllm_dtype(p: Plan) -> str:
+    """vLLM's dtype: the plan's on a GPU; bfloat16 on CPU, which is what TRL's colocated engine runs there (vLLM
+    downcasts float32 checkpoints on CPU), so evaluation answers like the engine that generated the rollouts."""
+    return p.dtype if p.hardware.cuda else "bfloat16"
+
+
+def start_vllm(m: ModelSpec, p: Plan):
+    """A vLLM engine in this process, set up as TRL's colocate mode does (external_launcher: the model lives in this
+    process, so the trained weights can be loaded into it). Used for evaluation, chat and sampling on the
+    transformers backend; during GRPO training TRL's own colocated engine is used instead."""
+    import socket
+
+    vllm_environment(p.hardware)
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    if not os.environ.get("MASTER_PORT"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    from vllm import LLM
+
+    return LLM(model=model_path(m.name), dtype=vllm_dtype(p), gpu_memory_utilization=m.gpu_memory_utilization,
+               max_model_len=m.max_seq_length, max_num_batched_tokens=max(4096, m.max_seq_length),
+               distributed_executor_backend="external_launcher", seed=0)
+
+
+def check_vllm_server(url: str, timeout: float = 5.0) -> None:
+    """Raise a one-line KitError unless a `trl vllm-serve` answers at `url` (its /health endpoint)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health/", timeout=timeout) as r:
+            if r.status == 200:
+                return
+            why = f"HTTP {r.status}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        why = str(getattr(e, "reason", e))
+    raise KitError(f"model.vllm_server: nothing answers at {url} ({why}); start it first (trl vllm-serve --model "
+                   "<the recipe's model.name> --port PORT) or drop model.vllm_server")
 
 
 def model_path(name: str) -> str:
@@ -155,6 +242,8 @@ def load(recipe: Recipe, p: Plan, seed: int):
     m = recipe.model
     if p.backend == "unsloth":
         return _load_unsloth(m, p, seed, adapter=None)
+    if p.fast_inference:
+        vllm_environment(p.hardware)  # TRL starts its colocated engine inside GRPOTrainer
     model, tokenizer = _load_transformers_base(m, p)
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -208,6 +297,9 @@ def _prepare_tokenizer(tokenizer, name: str) -> None:
                        "chat messages)")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    from kit import compat
+
+    compat.causal_lm_inputs(tokenizer)  # transformers 4.x: no token_type_ids to generate()
 
 
 def _load_unsloth(m: ModelSpec, p: Plan, seed: int, adapter: Path | None):
@@ -220,7 +312,16 @@ def _load_unsloth(m: ModelSpec, p: Plan, seed: int, adapter: Path | None):
                   fast_inference=p.fast_inference)
     if p.fast_inference:
         kwargs.update(max_lora_rank=m.lora_rank, gpu_memory_utilization=m.gpu_memory_utilization)
-    model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path(m.name), **kwargs)
+    try:
+        model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path(m.name), **kwargs)
+    except Exception as e:  # noqa: BLE001  vLLM's start-up failures have no common type; re-raised as one line
+        if not p.fast_inference:
+            raise
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise KitError(f"model.fast_inference: loading {m.name} with vLLM failed on {p.hardware.name} "
+                       f"({type(e).__name__}: {first}). To train with Unsloth's own generation instead (slower, "
+                       "no vLLM): --set model.fast_inference=false; if it ran out of memory, lower "
+                       "model.gpu_memory_utilization. See docs/install.md") from e
     _prepare_tokenizer(tokenizer, m.name)
     lora = _lora_kwargs(m)
     model = FastLanguageModel.get_peft_model(
@@ -249,10 +350,13 @@ def load_adapter_weights(model, adapter: Path) -> None:
 
 
 def load_for_inference(recipe: Recipe, adapter: Path | None, p: Plan | None = None):
-    """(model, tokenizer, lora_request) for evaluation, chat and export: the recipe's base model with the adapter
-    at `adapter` (None: base only). With Unsloth + vLLM, generation goes through `model.fast_generate` and the
-    adapter through `lora_request`; otherwise the PEFT model generates (its adapter can be disabled for base
-    answers)."""
+    """(model, tokenizer, vllm) for evaluation, chat and export: the recipe's base model with the adapter at
+    `adapter` (None: base only). `vllm` is what kit.generation.Generator takes as its third argument:
+    - Unsloth + vLLM: generation goes through `model.fast_generate`, the adapter through a LoRA request;
+    - transformers + vLLM: a `kit.generation.VLLMEngine`, an in-process vLLM engine into which the PEFT model's
+      merged weights are loaded (a LoRA request cannot carry modules_to_save); the PEFT model stays on the CPU as
+      the source of the weights;
+    - otherwise None: the PEFT model generates (its adapter can be disabled for base answers)."""
     p = p or plan(recipe)
     m = recipe.model
     if p.backend == "unsloth":
@@ -263,11 +367,17 @@ def load_for_inference(recipe: Recipe, adapter: Path | None, p: Plan | None = No
 
             FastLanguageModel.for_inference(model)
         return model, tokenizer, lora_request
-    # Inference needs no 4-bit quantization on CPU and no gradient checkpointing.
-    model, tokenizer = _load_transformers_base(replace(m, gradient_checkpointing=False), p)
+    # Inference needs no 4-bit quantization on CPU and no gradient checkpointing. With vLLM, the HF copy is only
+    # the source of the weights: it stays on the CPU, unquantized.
+    source = replace(p, load_in_4bit=False, hardware=Hardware(cuda=False)) if p.fast_inference else p
+    model, tokenizer = _load_transformers_base(replace(m, gradient_checkpointing=False), source)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
+    if p.fast_inference:
+        from kit.generation import VLLMEngine
+
+        return model, tokenizer, VLLMEngine(start_vllm(m, p), "vLLM (in-process engine, adapter merged in)")
     return model, tokenizer, None

@@ -26,7 +26,7 @@ LOSS_NOTE = ("GRPO's loss is not a progress signal: it is about 0 by constructio
 @dataclass(frozen=True)
 class Panel:
     title: str
-    keys: tuple[str, ...]  # exact keys; "rewards/*" stands for every rewards/<name>/mean
+    keys: tuple[str, ...]  # exact keys; "rewards/*" stands for every rewards/<name>/mean, "x*" for keys "x..."
     note: str              # what the panel tells a user (shown as the panel's subtitle)
     stage_kind: str = "grpo"
     unit_range: bool = False  # values live in [0, 1]: a fixed axis keeps 0 visibly 0 instead of mid-panel
@@ -41,8 +41,8 @@ PANELS = (
     Panel("KL to reference", ("kl",), "drift from the base model (logged when grpo.beta > 0)"),
     Panel("Zero-std fraction", ("frac_reward_zero_std",), "groups with identical rewards: no learning signal",
           unit_range=True),
-    Panel("Held-out accuracy", ("eval/accuracy_strict", "eval/accuracy_lenient"), "greedy answers, eval split",
-          unit_range=True),
+    Panel("Held-out accuracy", ("eval/accuracy_strict", "eval/accuracy_lenient", "eval/pass@*"),
+          "greedy answers, eval split (pass@k: eval.samples sampled, strict)", unit_range=True),
     Panel("Warm-up loss", ("loss",), "supervised (SFT) loss: this one should fall", stage_kind="sft"),
 )
 
@@ -78,12 +78,22 @@ def panel_series(records: list[dict], panel: Panel) -> dict[str, list[tuple[floa
     keys = list(panel.keys)
     if keys == ["rewards/*"]:
         keys = [k for k in metrics.reward_keys(chosen) if k != "reward"]
+    else:
+        logged = list(dict.fromkeys(k for r in chosen for k in r))
+        keys = [x for k in keys for x in ([k] if not k.endswith("*") else
+                                          sorted((m for m in logged if m.startswith(k[:-1])), key=_k_order))]
     out = {}
     for key in keys:
         points = metrics.series(chosen, key)
         if points:
             out[key.removeprefix("rewards/").removesuffix("/mean")] = points
     return out
+
+
+def _k_order(key: str):
+    """eval/pass@1 before eval/pass@8 before eval/pass@16."""
+    tail = key.rsplit("@", 1)[-1]
+    return (int(tail) if tail.isdigit() else 1 << 30, key)
 
 
 def stage_starts(records: list[dict]) -> list[tuple[float, str]]:

@@ -24,13 +24,10 @@ from typing import Any
 
 import yaml
 
+from kit import data, rewards
+from kit.errors import KitError, RecipeError  # noqa: F401  (re-exported: the kit imports them from here)
 
-class KitError(Exception):
-    """A user mistake the kit explains in one line (the CLI prints it without a traceback, exit code 2)."""
 
-
-class RecipeError(KitError):
-    """A recipe (or override) that is wrong: the message names the field, the value and what is allowed."""
 
 
 def _f(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
@@ -70,25 +67,37 @@ class ModelSpec:
         "Linear layers that get LoRA adapters. All attention + MLP: best quality; attention only: less memory.")
     modules_to_save: tuple[str, ...] = _f((), "Modules trained in full beside LoRA (e.g. embed_tokens, lm_head). "
                                           "Costs their full size in optimizer memory; only the tiny demo needs it.")
-    fast_inference: bool = _f(True, "Generate with vLLM through Unsloth (several times faster rollouts). Needs a "
-                              "CUDA GPU and vllm; falls back to Unsloth/HF generation with a note otherwise.")
+    fast_inference: bool = _f(True, "Generate rollouts (and eval, chat, sampling) with vLLM: several times faster. "
+                              "Unsloth backend: Unsloth's engine; transformers backend: TRL's colocated engine. "
+                              "Needs vllm; falls back to Unsloth/HF generation with a note otherwise.")
     gpu_memory_utilization: float = _f(0.6, "Share of GPU memory vLLM may take for weights + KV cache. Higher: "
                                        "more concurrent rollouts; too high leaves training no room (OOM).",
                                        min=0.05, max=0.95)
     vllm_server: str | None = _f(None, "Multi-GPU with the transformers backend: URL of a `trl vllm-serve` server "
-                                 "(e.g. http://localhost:8000) that generates rollouts on its own GPU. None: "
-                                 "generate in the training process.")
+                                 "(e.g. http://localhost:8000) that generates rollouts on its own GPU; checked "
+                                 "before the model loads; CUDA only (TRL syncs weights over NCCL). None: generate "
+                                 "in the training process.")
     gradient_checkpointing: bool = _f(True, "Recompute activations in the backward pass: much less memory, ~20-30% "
                                       "slower steps. Unsloth's variant offloads to CPU RAM.")
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    source: str = _f("openai/gsm8k", "Where the questions come from: openai/gsm8k (Hugging Face Hub, needs "
-                     "internet), builtin:gsm8k-sample (a GSM8K subset shipped with the kit), builtin:arithmetic "
-                     "(synthetic GSM8K-style sums for the tiny demo), or a path to a .jsonl with question/answer.")
-    subset: str = _f("main", "Hub dataset config name (GSM8K: main or socratic). Ignored for local sources.")
+    source: str = _f("openai/gsm8k", "Where the questions come from: a Hugging Face Hub data set (openai/gsm8k; "
+                     "needs internet), builtin:gsm8k-sample (a GSM8K subset shipped with the kit), builtin:arithmetic "
+                     "(synthetic GSM8K-style sums for the tiny demo), or a local .jsonl/.json/.csv/.parquet file "
+                     "(relative to the recipe's folder; {split} in the name picks one file per split).")
+    subset: str | None = _f("main", "Hub dataset config name (GSM8K: main or socratic; null for a data set "
+                            "without configs). Ignored for local sources.")
     split: str = _f("train", "Split to train on: train or test.", choices=("train", "test"))
+    question_field: str = _f("question", "Field (column) holding the question text.")
+    answer_field: str = _f("answer", "Field holding the gold answer, read as data.answer_format says.")
+    answer_format: str = _f("gsm8k", "How the gold number is read from answer_field. gsm8k: the number after "
+                            "'####' of a worked solution; number: the field is the answer; boxed: the last "
+                            "\\boxed{...} of a worked solution.", choices=("gsm8k", "number", "boxed"))
+    solution_field: str | None = _f(None, "Field with a worked solution, the reasoning of the SFT warm-up's "
+                                    "targets when answer_format is number (gsm8k and boxed answers are worked "
+                                    "solutions themselves). None: no warm-up for number answers.")
     limit: int | None = _f(None, "Use only the first N questions (after shuffling with grpo.seed). None: all.",
                            min=1)
     enable_thinking: bool | None = _f(None, "Chat templates with a thinking switch (Qwen3): false leaves out the "
@@ -100,8 +109,14 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class RewardSpec:
-    name: str = _f(help="A reward function from kit.rewards (see `kit rewards`).")
+    name: str = _f(help="A built-in reward (see `kit rewards`), your own as path/to/file.py:function (relative to "
+                   "the recipe's folder; the file's code runs, as a Python script would), or module:function.")
     weight: float = _f(1.0, "Multiplier in the total reward. 0 = logged, not trained on.", min=0.0)
+
+    @property
+    def function(self) -> str:
+        """The function's own name: TRL logs the reward as `rewards/<function>/mean`."""
+        return self.name.rpartition(":")[2]
 
 
 DEFAULT_REWARDS = (
@@ -191,6 +206,11 @@ class EvalSpec:
                                     min=4)
     batch_size: int = _f(16, "Questions generated at once in HF-generation evaluation. Higher: faster, more "
                          "memory.", min=1)
+    samples: int = _f(0, "Evaluation during GRPO (every_steps > 0): K > 1 also samples K answers per question "
+                      "and logs eval/pass@1, eval/pass@K. 0: greedy only. `kit eval --samples K` does the same "
+                      "on demand. More: a truer pass@K, K times the generation time.", min=0)
+    temperature: float = _f(1.0, "Sampling temperature of those K answers (and of kit eval --samples).",
+                            min=0.0, min_exclusive=True)
 
 
 @dataclass(frozen=True)
@@ -215,6 +235,9 @@ class StageSpec:
 class RunSpec:
     output_dir: str = _f("runs", "Folder that receives run folders (<name>-<timestamp>/).")
     name: str | None = _f(None, "Run name prefix. None: the recipe file's name.")
+    report_to: str = _f("none", "Also log to an experiment tracker (through TRL): tensorboard (event files in the "
+                        "run folder's tensorboard/), wandb, trackio, mlflow. metrics.jsonl is always written.",
+                        choices=("none", "tensorboard", "wandb", "trackio", "mlflow"))
 
 
 @dataclass(frozen=True)
@@ -274,7 +297,7 @@ def load_recipe(path: str | Path, overrides: typing.Iterable[str] = ()) -> Recip
         raise RecipeError(f"{path}: a recipe is a mapping of sections (model:, data:, grpo: ...), got "
                           f"{type(raw).__name__}")
     raw = apply_overrides(raw, overrides)
-    recipe = recipe_from_dict(raw, source=str(path))
+    recipe = recipe_from_dict(raw, source=str(path), base_dir=path.resolve().parent)
     if recipe.run.name is None:
         recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, name=path.stem))
     return recipe
@@ -320,14 +343,15 @@ def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
                 listed = [dataclasses.asdict(r) for r in DEFAULT_REWARDS]
             if not isinstance(listed, list):
                 raise RecipeError(f"rewards: expected a list of {{name, weight}}, got {_show(listed)}")
-            rewards = [dict(r) if isinstance(r, dict) else r for r in listed]
-            for r in rewards:
-                if isinstance(r, dict) and r.get("name") == parts[1]:
+            entries = [dict(r) if isinstance(r, dict) else r for r in listed]
+            for r in entries:
+                # a user's reward by its function name too: rewards.brevity_reward=0.5 for my.py:brevity_reward
+                if isinstance(r, dict) and parts[1] in (r.get("name"), str(r.get("name")).rpartition(":")[2]):
                     r["weight"] = value
                     break
             else:
-                rewards.append({"name": parts[1], "weight": value})
-            raw["rewards"] = rewards
+                entries.append({"name": parts[1], "weight": value})
+            raw["rewards"] = entries
         elif len(parts) == 1:
             raw[parts[0]] = value
         elif len(parts) == 2:
@@ -344,9 +368,14 @@ def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
     return raw
 
 
-def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
-    """Build and validate a `Recipe` from plain data (what YAML gives)."""
+def recipe_from_dict(raw: dict, source: str = "recipe", base_dir: str | Path | None = None) -> Recipe:
+    """Build and validate a `Recipe` from plain data (what YAML gives). Relative paths of local data and reward
+    files start at `base_dir` (the recipe's folder), then the current directory, and come back absolute."""
     recipe = _build(Recipe, raw, "")
+    resolved = tuple(dataclasses.replace(r, name=rewards.resolve_name(r.name, base_dir, f"rewards[{i}].name"))
+                     for i, r in enumerate(recipe.rewards))
+    recipe = dataclasses.replace(recipe, rewards=resolved, data=dataclasses.replace(
+        recipe.data, source=data.resolve_source(recipe.data.source, base_dir)))
     _check_cross_fields(recipe)
     return recipe
 
@@ -434,9 +463,6 @@ def _show(value: Any) -> str:
 
 
 def _check_cross_fields(r: Recipe) -> None:
-    # Imported here: rewards and data import this module for KitError.
-    from kit import data, rewards
-
     if not r.model.lora_target_modules:
         raise RecipeError("model.lora_target_modules: empty; name the linear layers that get LoRA, e.g. "
                           "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
@@ -444,13 +470,12 @@ def _check_cross_fields(r: Recipe) -> None:
     if not names:
         raise RecipeError("rewards: at least one reward is needed; e.g. - {name: correctness_reward, weight: 2.0}")
     for i, name in enumerate(names):
-        if name not in rewards.REWARDS:
-            close = difflib.get_close_matches(name, rewards.REWARDS, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(rewards.REWARDS)}"
-            raise RecipeError(f"rewards[{i}].name: unknown reward {name!r}; {hint}")
-    dupes = {n for n in names if names.count(n) > 1}
+        rewards.load_reward(name, f"rewards[{i}].name")  # imports a user's file or module: missing ones fail here
+    functions = [rewards.function_name(n) for n in names]  # TRL's metric names: rewards/<function>/mean
+    dupes = {n for n in functions if functions.count(n) > 1}
     if dupes:
-        raise RecipeError(f"rewards: {', '.join(sorted(dupes))} listed twice; list each reward once")
+        raise RecipeError(f"rewards: {', '.join(sorted(dupes))} listed twice (metrics are named after the function); "
+                          "list each reward once, or rename one of the functions")
     if all(s.weight == 0 for s in r.rewards):
         raise RecipeError("rewards: every weight is 0, so nothing would be trained on; give one a weight > 0")
 
@@ -472,6 +497,11 @@ def _check_cross_fields(r: Recipe) -> None:
         raise RecipeError(f"model.lora_alpha: {r.model.lora_alpha} is over 16 x lora_rank ({r.model.lora_rank}); "
                           f"such a scale makes LoRA updates explode; use r to 2r")
     data.check_source(r.data.source, "data.source")
+    if r.data.answer_format == "number" and r.data.solution_field is None and any(
+            st.kind == "sft" for st in r.pipeline()):
+        raise RecipeError("sft: the warm-up trains on worked solutions, and data.answer_format=number gives only "
+                          "the answer; set data.solution_field to a column with worked solutions, or turn the "
+                          "warm-up off (sft.enabled=false)")
     for i, st in enumerate(r.stages):
         if st.kind == "rejection_sft" and "correctness_reward" not in names:
             raise RecipeError(f"stages[{i}]: rejection_sft keeps answers the correctness reward accepts; add "

@@ -46,9 +46,21 @@ def build_once(path: Path, build_into) -> Path:
     return path
 
 
+def build_key() -> str:
+    """What the saved files depend on: this file's version and shape, and the libraries that write them (a
+    tokenizer saved by transformers 5 does not load in transformers 4)."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    libs = {name: version(name) for name in ("transformers", "tokenizers")}
+    blob = json.dumps([VERSION, ARCH, libs], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
 def tiny_path() -> Path:
-    """Folder of the tiny model, built on first use."""
-    return build_once(cache_dir() / f"tiny-llama-{VERSION}", build)
+    """Folder of the tiny model, built on first use (one folder per build key)."""
+    return build_once(cache_dir() / f"tiny-llama-{build_key()}", build)
 
 
 def _corpus() -> list[str]:

@@ -17,10 +17,11 @@ import time
 import traceback
 from pathlib import Path
 
-from kit import data, metrics, runs
+from kit import compat, data, metrics, rewards, runs
 from kit import model as kit_model
 from kit import recipe as kit_recipe
 from kit.recipe import KitError, Recipe, StageSpec, load_recipe, save_recipe
+from kit.rewards import RewardError
 
 
 def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resume: str | Path | None = None,
@@ -39,6 +40,8 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
     else:
         recipe = load_recipe(recipe_path, overrides)
     plan = kit_model.plan(recipe)
+    if recipe.model.vllm_server:  # before anything loads: the server must be up
+        kit_model.check_vllm_server(recipe.model.vllm_server)
     _say(f"recipe {recipe.run.name}: {recipe.model.name} | backend {plan.backend} | "
          f"{'4-bit' if plan.load_in_4bit else plan.dtype} | {'vLLM' if plan.fast_inference else 'HF'} generation "
          f"| {plan.hardware.name}")
@@ -47,6 +50,7 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
     from kit.fit import warn_if_too_big  # no torch: arithmetic on the shipped config
 
     warn_if_too_big(recipe, plan)
+    _check_task(recipe)
     # --- Run folder --------------------------------------------------------------------------------------------
     # Under `accelerate launch` every process runs this flow; only the main one writes the run folder.
     main = int(os.environ.get("RANK", 0)) == 0
@@ -63,7 +67,7 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
     elif resume is None:
         run = runs.new_run_dir(recipe.run.output_dir, recipe.run.name)
     if main:
-        save_recipe(recipe, run / runs.RECIPE)
+        recipe = _keep_reward_files(recipe, run)
     tracker = Tracker(run, recipe, plan, resumed=resume is not None, main=main)
     _say(f"run folder: {run}")
 
@@ -95,8 +99,7 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
                 save_recipe(stage_recipe, stage_dir / runs.RECIPE)
             tracker.start_stage(name, stage)
             if stage.kind == "sft":
-                rows = data.questions(recipe.data.source, recipe.data.split, recipe.sft.limit, recipe.grpo.seed,
-                                      recipe.data.subset)
+                rows = data.questions(recipe.data, recipe.data.split, recipe.sft.limit, recipe.grpo.seed)
                 _run_sft(stage_recipe, plan, model, tokenizer, rows, stage_dir, name, tracker, stop)
             elif stage.kind == "rejection_sft":
                 rows = _rejection_sample(stage_recipe, stage, model, tokenizer, stage_dir, tracker)
@@ -120,7 +123,15 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
             tracker.finish("stopped", f"stopped by {stop.signal_name}; continue with: kit train --resume {run}")
         else:
             tracker.finish("finished")
+    except RewardError as e:  # a reward crashed mid-run: its name and the completion that broke it
+        if e.trace:
+            (run / "error.log").write_text(e.trace)
+        tracker.summary["reward_failure"] = {"reward": e.reward, "completion": e.completion, "error": e.error}
+        tracker.finish("failed", str(e))
+        raise
     except KitError as e:
+        if e.__cause__ is not None:  # a library failure the kit explained (e.g. vLLM not starting): keep its trace
+            (run / "error.log").write_text("".join(traceback.format_exception(e.__cause__)))
         tracker.finish("failed", str(e))
         raise
     except KeyboardInterrupt:
@@ -172,6 +183,65 @@ def _stage_recipe(recipe: Recipe, stage: StageSpec) -> Recipe:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The task (data, rewards, logger) checked before any model loads; reward files kept in the run folder
+
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
+                   "mlflow": ("mlflow",)}
+
+
+def _check_task(recipe: Recipe) -> None:
+    """Read the task's rows (missing fields and unparseable gold answers fail here), call every reward once on
+    sample completions of one of them, and find the experiment logger's package: one-line errors, no model yet."""
+    import importlib.util
+
+    splits = [recipe.data.split] + ([recipe.eval.split] if recipe.eval.every_steps else [])
+    rows = [data.questions(recipe.data, split, 1, recipe.grpo.seed) for split in dict.fromkeys(splits)]
+    rewards.check_rewards(recipe, rows[0][0])
+    packages = LOGGER_PACKAGES.get(recipe.run.report_to, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise KitError(f"run.report_to={recipe.run.report_to}: the {packages[0]} package is not installed; "
+                       f"pip install {packages[0]} (or run.report_to=none)")
+
+
+def _keep_reward_files(recipe: Recipe, run: Path) -> Recipe:
+    """Copy every reward file into RUN/rewards/ and save the resolved recipe pointing at the copies (relative to the
+    run folder), so the run says what it was trained with and --resume runs the same code. Returns the recipe the
+    run trains with: the same, reading the copies."""
+    import shutil
+
+    folder = run / "rewards"
+    saved, used = [], []
+    for r in recipe.rewards:
+        path, _, func = r.name.rpartition(":")
+        if not (rewards.is_user_reward(r.name) and path.endswith(".py")):
+            saved.append(r)
+            used.append(r)
+            continue
+        copy = folder / Path(path).name
+        if Path(path).resolve() != copy.resolve():
+            folder.mkdir(exist_ok=True)
+            if copy.exists() and copy.read_bytes() != Path(path).read_bytes():  # two files of one name
+                copy = folder / f"{Path(path).stem}-{len(list(folder.iterdir()))}.py"
+            shutil.copy2(path, copy)
+        saved.append(dataclasses.replace(r, name=f"rewards/{copy.name}:{func}"))
+        used.append(dataclasses.replace(r, name=f"{copy.resolve()}:{func}"))
+    save_recipe(dataclasses.replace(recipe, rewards=tuple(saved)), run / runs.RECIPE)
+    return dataclasses.replace(recipe, rewards=tuple(used))
+
+
+def _point_logger(recipe: Recipe, run: Path, stage_name: str) -> None:
+    """Experiment loggers write inside the run folder. This transformers has no logging_dir argument: TensorBoard's
+    callback reads TENSORBOARD_LOGGING_DIR when the trainer is built. A user's own W&B / MLflow settings win."""
+    if recipe.run.report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard" / stage_name)
+    elif recipe.run.report_to == "wandb":
+        os.environ.setdefault("WANDB_DIR", str(run))
+        os.environ.setdefault("WANDB_PROJECT", "grpo-kit")
+    elif recipe.run.report_to == "mlflow":
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run / "mlruns").resolve().as_uri())
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Trainer arguments shared by both trainers
 
 
@@ -180,7 +250,7 @@ def _common_args(recipe: Recipe, plan: kit_model.Plan, out: Path) -> dict:
     return dict(
         output_dir=str(out), use_cpu=not plan.hardware.cuda, bf16=plan.dtype == "bfloat16",
         fp16=plan.dtype == "float16", gradient_checkpointing=False,  # set up by kit.model (Unsloth's or PEFT's)
-        optim=plan.optim, seed=g.seed, data_seed=g.seed, report_to="none", save_strategy="steps",
+        optim=plan.optim, seed=g.seed, data_seed=g.seed, report_to=recipe.run.report_to, save_strategy="steps",
         save_total_limit=2, logging_first_step=True, dataloader_num_workers=0, disable_tqdm=False,
     )
 
@@ -213,17 +283,19 @@ def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracke
     s = recipe.sft
     if "completion" not in rows[0]:  # worked solutions: rewrite them (rejection sampling brings its own)
         rng = random.Random(recipe.grpo.seed)
-        rows = [dict(r, completion=data.solution_to_completion(r["solution"]) if rng.random() < s.format_fraction
-                     else data.solution_to_plain(r["solution"])) for r in rows]
+        rows = [dict(r, completion=data.solution_to_completion(r["solution"], r["answer"])
+                     if rng.random() < s.format_fraction else data.solution_to_plain(r["solution"], r["answer"]))
+                for r in rows]
     ds = Dataset.from_list([{"prompt": data.to_prompt(r["question"], recipe.data.system_prompt),
                              "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
     out = stage_dir / "checkpoints"
     args = SFTConfig(**_common_args(recipe, plan, out), max_steps=s.max_steps, learning_rate=s.learning_rate,
                      per_device_train_batch_size=s.per_device_train_batch_size,
                      gradient_accumulation_steps=s.gradient_accumulation_steps, logging_steps=1,
-                     save_steps=max(s.max_steps // 2, 1), lr_scheduler_type="cosine", warmup_steps=0.05,
+                     save_steps=max(s.max_steps // 2, 1), lr_scheduler_type="cosine", **compat.warmup(SFTConfig, 0.05),
                      max_length=recipe.model.max_seq_length, completion_only_loss=True, packing=False)
     callbacks, _ = _callbacks(recipe, stage_name, tracker, stop)
+    _point_logger(recipe, tracker.run, stage_name)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
     use_compact_progress(trainer)
     _say(f"{stage_name}: supervised fine-tuning on {len(ds)} examples, {s.max_steps} steps")
@@ -237,18 +309,18 @@ def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracke
 
 def grpo_dataset(recipe: Recipe, tokenizer):
     """GRPO prompts in TRL's conversational format with the gold `answer` column; prompts longer than
-    grpo.max_prompt_length are dropped (this TRL has no max_prompt_length)."""
+    grpo.max_prompt_length are dropped (TRL 1.x has no max_prompt_length). Where TRL cannot pass the recipe's chat
+    template arguments (kit.compat.render_prompts), the prompt is the rendered text instead of the messages."""
     from datasets import Dataset
 
-    rows = data.questions(recipe.data.source, recipe.data.split, recipe.data.limit, recipe.grpo.seed,
-                          recipe.data.subset)
-    kept = []
+    rows = data.questions(recipe.data, recipe.data.split, recipe.data.limit, recipe.grpo.seed)
+    kept, render = [], compat.render_prompts(data.template_kwargs(recipe.data))
     for r in rows:
         prompt = data.to_prompt(r["question"], recipe.data.system_prompt)
         text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True,
                                              **data.template_kwargs(recipe.data))
         if len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= recipe.grpo.max_prompt_length:
-            kept.append({"prompt": prompt, "answer": r["answer"], "question": r["question"]})
+            kept.append({"prompt": text if render else prompt, "answer": r["answer"], "question": r["question"]})
     dropped = len(rows) - len(kept)
     if not kept:
         raise KitError(f"grpo.max_prompt_length: all {len(rows)} prompts are longer than "
@@ -264,29 +336,32 @@ def grpo_config(recipe: Recipe, plan: kit_model.Plan, out: Path):
     from trl import GRPOConfig
 
     g = recipe.grpo
+    m = recipe.model
     vllm = {"use_vllm": plan.fast_inference}  # Unsloth's patched trainer generates with its own vLLM engine
-    if recipe.model.vllm_server:  # multi-GPU: TRL generates on a separate `trl vllm-serve` process
-        vllm = {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": recipe.model.vllm_server}
+    if plan.fast_inference and plan.backend == "transformers":  # TRL's own engine, in this process
+        vllm.update(vllm_mode="colocate", vllm_gpu_memory_utilization=m.gpu_memory_utilization,
+                    **compat.vllm_max_model_length(GRPOConfig, m.max_seq_length))  # no sleep mode: CUDA-only
+    if m.vllm_server:  # multi-GPU: TRL generates on a separate `trl vllm-serve` process
+        vllm = {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": m.vllm_server}
     return GRPOConfig(
         **_common_args(recipe, plan, out), **vllm,
         num_generations=g.num_generations, per_device_train_batch_size=g.per_device_train_batch_size,
         gradient_accumulation_steps=g.gradient_accumulation_steps, max_completion_length=g.max_completion_length,
         learning_rate=g.learning_rate, beta=g.beta, epsilon=g.epsilon, loss_type=g.loss_type,
         scale_rewards=g.scale_rewards, temperature=g.temperature, top_p=g.top_p, max_steps=g.max_steps,
-        lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_ratio,  # a float < 1 is a ratio
+        lr_scheduler_type=g.lr_scheduler_type, **compat.warmup(GRPOConfig, g.warmup_ratio),
         weight_decay=g.weight_decay,
         max_grad_norm=g.max_grad_norm, mask_truncated_completions=g.mask_truncated_completions,
         logging_steps=g.logging_steps, save_steps=g.save_steps,
         reward_weights=[r.weight for r in recipe.rewards],
-        log_completions=False, shuffle_dataset=True, chat_template_kwargs=data.template_kwargs(recipe.data),
+        log_completions=False, shuffle_dataset=True,
+        **compat.grpo_prompt_args(GRPOConfig, g.max_prompt_length, data.template_kwargs(recipe.data)),
     )
 
 
 def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, stop):
     from kit.callbacks import use_compact_progress
     from trl import GRPOTrainer
-
-    from kit.rewards import REWARDS
 
     g = recipe.grpo
     ds = grpo_dataset(recipe, tokenizer)
@@ -297,12 +372,19 @@ def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, st
 
         callbacks.append(EvalCallback(recipe, tokenizer, tracker.metrics_writer(stage_name), stage_name,
                                       tracker.offset(stage_name), scratch=str(stage_dir / "eval_lora")))
-    trainer = GRPOTrainer(model=model, reward_funcs=[REWARDS[r.name] for r in recipe.rewards], args=args,
+    _point_logger(recipe, tracker.run, stage_name)
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards.reward_functions(recipe), args=args,
                           train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
     completions_cb.trainer = trainer
+    if args.use_vllm and args.vllm_mode == "colocate" and plan.backend == "transformers":
+        from kit.generation import VLLMEngine, attach_engine
+
+        # evaluation during training (and later rejection sampling) answer through the same engine
+        attach_engine(model, VLLMEngine(trainer.vllm_generation.llm, "vLLM (TRL's colocated engine, weights synced)"))
+        _say("rollouts, evaluation during training and rejection sampling generate with TRL's colocated vLLM engine")
     use_compact_progress(trainer)
     _say(f"{stage_name}: GRPO on {len(ds)} questions, {g.max_steps} steps, {g.num_generations} answers per "
-         f"question, rewards {', '.join(f'{r.name} x{r.weight:g}' for r in recipe.rewards)}")
+         f"question, rewards {', '.join(f'{r.function} x{r.weight:g}' for r in recipe.rewards)}")
     if plan.backend == "unsloth":
         _say("Unsloth compiles its kernels during the first step: expect a few minutes (about 3 on an H100) "
              "before step 1 is logged. It is not hung.")
@@ -319,13 +401,14 @@ def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, st
 def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> list[dict]:
     from kit.generation import Generator
 
-    rows = data.questions(recipe.data.source, recipe.data.split, stage.questions, recipe.grpo.seed + 1,
-                          recipe.data.subset)
+    rows = data.questions(recipe.data, recipe.data.split, stage.questions, recipe.grpo.seed + 1)
     tracker.update(phase=f"{stage_dir.name}: sampling {stage.samples_per_question} answers x {len(rows)} "
                          "questions")
     _say(f"{stage_dir.name}: sampling {stage.samples_per_question} answers for each of {len(rows)} questions")
+    _sampling_engine(recipe, stage, model)
     gen = Generator.of_training_model(model, tokenizer, stage_dir / "sampling_lora",
                                       data.template_kwargs(recipe.data))
+    _say(f"{stage_dir.name}: answers from {gen.engine_name}")
     prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows]
     from tqdm.auto import tqdm
 
@@ -352,6 +435,22 @@ def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> li
     for row in kept:
         kept_writer.write(row)
     return kept
+
+
+def _sampling_engine(recipe, stage, model) -> None:
+    """Transformers backend with vLLM: sample through the engine of an earlier GRPO stage, else start one, unless a
+    GRPO stage follows (TRL starts its own engine there, and two engines would share one GPU)."""
+    from kit.generation import VLLMEngine, attach_engine, attached_engine
+
+    plan = kit_model.plan(recipe)
+    if not (plan.fast_inference and plan.backend == "transformers") or attached_engine(model) is not None:
+        return
+    stages = list(recipe.pipeline())
+    if any(s.kind == "grpo" for s in stages[stages.index(stage) + 1:]):
+        _say("rejection sampling generates with HF: a GRPO stage follows, and its vLLM engine would be a second one")
+        return
+    attach_engine(model, VLLMEngine(kit_model.start_vllm(recipe.model, plan), "vLLM (in-process engine, weights "
+                                                                               "synced)"))
 
 
 def filter_answers(rows: list[dict], answers: list[list[str]], judge=None, judge_prompt: str = "") -> tuple[list, int]:
@@ -511,7 +610,8 @@ class Tracker:
         keys = metrics.reward_keys(grpo)
         self.summary["first"] = {k: metrics.window_mean(grpo, k, first=True) for k in keys}
         self.summary["final"] = {k: metrics.window_mean(grpo, k, first=False) for k in keys}
-        for k in ("eval/accuracy_strict", "eval/accuracy_lenient", "eval/format_rate"):
+        passes = sorted({k for r in grpo for k in r if k.startswith("eval/pass@")}, key=lambda k: int(k[10:]))
+        for k in ("eval/accuracy_strict", "eval/accuracy_lenient", "eval/format_rate", *passes):
             points = metrics.series(grpo, k)  # evaluations are few and already averaged: first and last point
             if points:
                 self.summary["first"][k], self.summary["final"][k] = points[0][1], points[-1][1]

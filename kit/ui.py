@@ -15,6 +15,7 @@ import argparse
 import html
 import os
 import re
+import sys
 from pathlib import Path
 
 # The app runs offline (and must start with no network): Gradio's usage analytics would try to phone home.
@@ -23,7 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from kit import metrics, plots, runs, views  # noqa: E402
-from kit.controller import KIT_ROOT, OVERRIDE_FIELDS, Controller, display_path  # noqa: E402
+from kit.controller import KIT_ROOT, OVERRIDE_FIELDS, Controller, display_path, login_for  # noqa: E402
 from kit.recipe import KitError, field_help, ineffective_overrides  # noqa: E402
 
 # Long model output wraps instead of scrolling sideways (Markdown code blocks keep lines as they are).
@@ -61,6 +62,10 @@ def build_app(recipes_dir: str | Path = "recipes", runs_dir: str | Path = "runs"
                 _completions_tab(app, ctl, run_pick, timer)
             with gr.Tab("Chat", id="chat"):
                 _chat_tab(app, ctl, timer)
+    # A page, not an API: no endpoint is offered to Gradio's client libraries, and the page served before a login
+    # (Gradio embeds the API description in it, the dropdowns' choices included) names no recipe and no run.
+    for fn in app.fns.values():
+        fn.api_visibility = "private"
     return app
 
 
@@ -409,24 +414,39 @@ def default_recipes_dir() -> Path:
 
 
 def cli(args) -> int:
-    """`kit ui` and app.py: serve on args.host:args.port; a public link only with args.share."""
+    """`kit ui` and app.py: serve on args.host:args.port; a public link only with args.share. Loopback serves
+    without a login; any other host or a share link only behind one (see kit.controller.login_for)."""
+    login = login_for(args.host, args.share, getattr(args, "auth", None))
     app = build_app(getattr(args, "recipes", None) or default_recipes_dir(), getattr(args, "runs", None) or "runs")
     print(f"[kit] grpo-kit app on http://{args.host}:{args.port}  (Ctrl-C stops the app; runs keep training)",
           flush=True)
+    if login is not None:
+        user, password, generated = login
+        print(f"[kit] login: user {user}, password {password}  (generated for this session; choose your own with "
+              "--auth USER:PASSWORD or KIT_UI_AUTH)" if generated else
+              f"[kit] login: user {user} (password from --auth / KIT_UI_AUTH)", flush=True)
     app.queue().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=False,
-                       footer_links=[], css=CSS)
+                       footer_links=[], css=CSS, auth=[login[:2]] if login else None,
+                       auth_message="grpo-kit: log in with the user and password printed where the app started")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="app.py", description="grpo-kit app: train, watch, chat.")
-    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0: the whole network)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0: the whole network, behind "
+                   "a login)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs a login)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="login for --share or a non-loopback --host (default: "
+                   "$KIT_UI_AUTH, else a random password printed once)")
     p.add_argument("--recipes", help="recipe folder (default: ./recipes, else the kit's)")
     p.add_argument("--runs", help="run folders (default: ./runs)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli(build_parser().parse_args(argv))
+    try:
+        return cli(build_parser().parse_args(argv))
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -246,7 +246,7 @@ def completions_table(run: Path, records: list[dict], step: int | None) -> tuple
     step = steps[0] if step is None else step
     chosen = [r for r in records if r.get("run_step") == step][:MAX_COMPLETION_ROWS]
     recipe = load_recipe(run / runs.RECIPE)
-    weights = {r.name: r.weight for r in recipe.rewards}
+    weights = {r.function: r.weight for r in recipe.rewards}  # completions.jsonl keys rewards by function
     names = [n for n in weights if any(n in (r.get("rewards") or {}) for r in chosen)]
     columns = ["question", "completion", "total"] + [n.removesuffix("_reward") for n in names] + ["advantage"]
     rows = []

@@ -251,3 +251,39 @@ def test_stop_right_after_start_ends_stopped_not_failed(ctl):
     wait_for(lambda: ctl.status(run) != "running", 120, "the run to end")
     assert ctl.status(run) == "stopped", ctl.message(run)
     assert ctl.message(run)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Login: loopback stays login-free; any other host or a share link needs one
+
+
+@pytest.mark.parametrize("host, share, needs", [
+    ("127.0.0.1", False, False), ("localhost", False, False), ("::1", False, False), ("127.0.0.1", True, True),
+    ("0.0.0.0", False, True), ("192.168.1.20", False, True), ("my-box.local", False, True), ("::", False, True),
+])
+def test_login_is_required_beyond_loopback(host, share, needs):
+    from kit.controller import login_for
+
+    login = login_for(host, share, None, env={})
+    assert (login is not None) == needs
+    if needs:
+        user, password, generated = login
+        assert user == "kit" and len(password) >= 16 and generated
+        assert login_for(host, share, None, env={})[1] != password  # random each start
+
+
+def test_login_from_flag_or_environment():
+    from kit.controller import login_for
+
+    assert login_for("0.0.0.0", False, "ann:s3cret:with:colons", env={}) == ("ann", "s3cret:with:colons", False)
+    assert login_for("0.0.0.0", False, None, env={"KIT_UI_AUTH": "bo:pw"}) == ("bo", "pw", False)
+    assert login_for("127.0.0.1", False, "ann:pw", env={}) == ("ann", "pw", False)  # asked for: used on loopback too
+
+
+@pytest.mark.parametrize("auth", ["nocolon", ":pw", "user:", ""])
+def test_a_malformed_login_is_one_line_exit_2(auth, capsys):
+    from kit import cli
+
+    assert cli.main(["ui", "--host", "0.0.0.0", "--auth", auth]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --auth: expected USER:PASSWORD") and len(err.splitlines()) == 1

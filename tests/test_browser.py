@@ -24,7 +24,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 # What a user would type to get a run in a minute on a CPU: a short warm-up, then a few small GRPO steps.
 OVERRIDES = {"ov-sft-max-steps": "20", "ov-grpo-max-steps": "3", "ov-grpo-num-generations": "2",
-             "ov-grpo-per-device-train-batch-size": "8", "ov-grpo-max-completion-length": "32"}
+             "ov-grpo-per-device-train-batch-size": "8", "ov-grpo-max-completion-length": "24"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -170,3 +170,104 @@ def test_pick_start_watch_and_chat_in_a_real_browser(playwright_api, app_url):
         chat_png = _save(page, "app-chat.png", home)
         browser.close()
     assert curves_png.stat().st_size > 10_000 and chat_png.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Beyond localhost only behind a login: the server binds every interface (0.0.0.0); the test connects to 127.0.0.1.
+
+SECRET_RUN = "secret-task-20261201-000000"
+
+
+@pytest.fixture(scope="module")
+def public_app(tmp_path_factory):
+    """`python app.py --host 0.0.0.0` with no --auth and no KIT_UI_AUTH: it must print a generated password."""
+    home = tmp_path_factory.mktemp("public-app")
+    run = home / "runs" / SECRET_RUN
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text((ROOT / "recipes" / "demo.yaml").read_text())
+    (run / "summary.json").write_text('{"status": "finished", "recipe": "demo", "model": "builtin:tiny"}')
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KIT_UI_AUTH"}
+    log_path = home / "app.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "0.0.0.0", "--port", str(port),
+                             "--runs", str(home / "runs"), "--recipes", str(ROOT / "recipes")], cwd=home, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline, login = time.time() + 90, None
+        while time.time() < deadline and login is None:
+            if proc.poll() is not None:
+                pytest.fail(f"app exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+            login = re.search(r"login: user (\S+), password (\S+)", log_path.read_text())
+            time.sleep(0.5)
+        assert login, f"no generated login printed:\n{log_path.read_text()[-3000:]}"
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("app did not open its port within 90 s")
+        yield f"http://127.0.0.1:{port}", login.group(1), login.group(2), home
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _get(url: str, data: bytes | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+LEAKS = (SECRET_RUN, "qwen2.5-1.5b", "demo-pipeline", "builtin:tiny", "correctness_reward")
+
+
+def test_no_recipe_or_run_data_before_login_over_plain_http(public_app):
+    base, _, password, _ = public_app
+    status, page = _get(base + "/")
+    assert status == 200 and '"auth_required":true' in page.replace(" ", "")
+    assert not [leak for leak in LEAKS if leak in page], "the login page names recipes or runs"
+    for path in ("/config", "/gradio_api/info", "/gradio_api/info?all_endpoints=true", "/gradio_api/openapi.json",
+                 f"/gradio_api/file={ROOT / 'recipes' / 'demo.yaml'}", "/gradio_api/queue/data?session_hash=x"):
+        status, body = _get(base + path)
+        assert status in (401, 403), (path, status, body[:200])
+        assert not [leak for leak in LEAKS if leak in body], path
+    status, body = _get(base + "/gradio_api/queue/join", b'{"fn_index": 0, "data": [], "session_hash": "x"}')
+    assert status in (401, 403) and password not in body
+
+
+def test_login_form_then_the_app_in_a_real_browser(playwright_api, public_app):
+    base, user, password, home = public_app
+    with playwright_api() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(base + "/", wait_until="domcontentloaded")
+        form_password = page.locator("input[type=password]")
+        form_password.wait_for()
+        assert not [leak for leak in LEAKS if leak in page.content()]
+        # A wrong password keeps the login form and shows nothing.
+        form_user = page.locator("input[type=text], input:not([type])").first
+        form_user.fill(user)
+        form_password.fill(password + "x")
+        page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
+        page.get_by_text(re.compile("incorrect|invalid", re.I)).first.wait_for()
+        assert page.locator("#recipe").count() == 0 and SECRET_RUN not in page.content()
+        _save(page, "app-login.png", home)
+        # The right one opens the app, with the runs it serves.
+        form_user.fill(user)  # the form comes back empty after a failed login
+        form_password.fill(password)
+        page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
+        page.locator("#recipe").wait_for()
+        assert page.locator("#run-pick input").input_value() == SECRET_RUN
+        page.get_by_role("tab", name="Runs").click()
+        _wait_text(page, "runs-table", SECRET_RUN, 30, home)
+        browser.close()

@@ -161,3 +161,23 @@ def test_cli_refuses_an_unknown_architecture(tmp_path):
     """))
     with pytest.raises(KitError, match="no config for 'someone/unknown-7b'"):
         fit.cli(SimpleNamespace(recipe=str(path), gpu_memory=16.0, overrides=[]))
+
+
+def test_unsloth_logits_and_layer_recompute_peak_one_after_the_other():
+    """Unsloth's GRPO loss computes log-probs from hidden states, one fp32 chunk at a time, and is done before the
+    decoder layers are recomputed: its estimate counts the larger of the two phases. TRL + PEFT keeps the logits,
+    the recomputed layer and every checkpointed layer input at once."""
+    unsloth = fit.estimate(anchor_recipe("Qwen2.5-3B-Instruct", "unsloth", True, 512),
+                           plan=Plan("unsloth", True, False, "bfloat16", "adamw_8bit", H100))
+    trl = fit.estimate(anchor_recipe("Qwen2.5-3B-Instruct", "transformers", True, 512),
+                       plan=Plan("transformers", True, False, "bfloat16", "adamw_8bit", H100))
+    u, t = dict(unsloth.terms), dict(trl.terms)
+    assert any(n.startswith("log-softmax chunk: 128 tokens") for n in u)  # 513 rows / 4 chunks
+    assert not any(n.startswith("activations") for n in u)  # the logits phase is the larger one here
+    assert sum(1 for n in t if n.startswith("activations")) == 2 and any(n.startswith("logits") for n in t)
+    assert unsloth.total_gb == pytest.approx(sum(u.values()), abs=0.01)
+    # short completions: the recomputed layer is the larger phase, and the logits drop out of the peak
+    short = fit.estimate(anchor_recipe("Qwen2.5-3B-Instruct", "unsloth", True, 32),
+                         plan=Plan("unsloth", True, False, "bfloat16", "adamw_8bit", H100))
+    assert any(n.startswith("activations") for n, _ in short.terms)
+    assert not any(n.startswith("logits") for n, _ in short.terms)

@@ -58,7 +58,8 @@ def test_vllm_server_selects_trl_server_mode(tmp_path):
     from kit.train import grpo_config
 
     recipe = load_recipe(ROOT / "recipes" / "demo.yaml", ["model.vllm_server=http://localhost:8000"])
-    args = grpo_config(recipe, plan(recipe, Hardware(cuda=False)), tmp_path)
+    cpu = plan(load_recipe(ROOT / "recipes" / "demo.yaml"), Hardware(cuda=False))  # plan refuses a server on CPU
+    args = grpo_config(recipe, cpu, tmp_path)
     assert args.use_vllm and args.vllm_mode == "server" and args.vllm_server_base_url == "http://localhost:8000"
-    plain = grpo_config(load_recipe(ROOT / "recipes" / "demo.yaml"), plan(recipe, Hardware(cuda=False)), tmp_path)
+    plain = grpo_config(load_recipe(ROOT / "recipes" / "demo.yaml"), cpu, tmp_path)
     assert not plain.use_vllm

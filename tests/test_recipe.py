@@ -209,3 +209,57 @@ def test_overrides_a_recipe_ignores_are_named():
     assert "runs no sft stage" in ineffective_overrides(no_sft, ["sft.max_steps=5"])[0]
     assert ineffective_overrides(load_recipe(ROOT / "recipes" / "demo.yaml"), ["sft.max_steps=5",
                                                                               "grpo.max_steps=3"]) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Your own task: reward files, field mappings, loggers
+
+
+REWARD_FILE = "def brevity_reward(completions, **kwargs):\n    return [0.0 for _ in completions]\n"
+
+
+def test_reward_file_and_data_file_resolve_from_the_recipe_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "mine.py").write_text(REWARD_FILE)
+    (folder / "rows.csv").write_text("prompt,target\nWhat is 1 + 1?,2\n")
+    recipe = folder / "r.yaml"
+    recipe.write_text("model: {name: builtin:tiny}\ndata: {source: rows.csv, question_field: prompt, answer_field: "
+                      "target, answer_format: number}\nrewards:\n  - {name: mine.py:brevity_reward, weight: 0.2}\n"
+                      "  - {name: correctness_reward}\n")
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder
+    r = load_recipe(recipe)
+    assert r.data.source == str((folder / "rows.csv").resolve())
+    assert r.rewards[0].name == f"{(folder / 'mine.py').resolve()}:brevity_reward"
+    assert r.rewards[0].function == "brevity_reward"
+    save_recipe(r, tmp_path / "saved.yaml")  # saved elsewhere, the resolved paths still work
+    assert load_recipe(tmp_path / "saved.yaml") == r
+    # rewards.<function>=w sets the weight of a user's reward by its function name
+    assert load_recipe(recipe, ["rewards.brevity_reward=0.7"]).rewards[0].weight == 0.7
+
+
+def test_reward_names_are_checked_at_load(tmp_path):
+    (tmp_path / "mine.py").write_text(REWARD_FILE)
+    msg = error_of(tmp_path, MINIMAL + "rewards:\n  - {name: mine.py:brevty_reward}\n")
+    assert "rewards[0].name" in msg and "no function 'brevty_reward'" in msg and "brevity_reward" in msg
+    msg = error_of(tmp_path, MINIMAL + "rewards:\n  - {name: 'mine.py:'}\n")
+    assert "not `file.py:function`" in msg
+    (tmp_path / "fmt.py").write_text("def format_reward(completions, **kw):\n    return [0.0] * len(completions)\n")
+    msg = error_of(tmp_path, MINIMAL + "rewards:\n  - {name: format_reward}\n  - {name: fmt.py:format_reward}\n")
+    assert "format_reward listed twice" in msg and "rename" in msg
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("data: {source: builtin:arithmetic, answer_format: latex}", "data.answer_format: 'latex' is not allowed"),
+    ("data: {source: rows.txt}", "data.source"),
+    ("run: {report_to: wandbb}", "did you mean wandb"),
+    ("data: {source: builtin:arithmetic, answer_format: number}\nsft: {enabled: true}", "data.solution_field"),
+])
+def test_own_task_fields_are_validated(tmp_path, text, needle):
+    assert needle in error_of(tmp_path, "model: {name: builtin:tiny}\n" + text + "\n")
+
+
+def test_number_answers_with_worked_solutions_allow_sft(tmp_path):
+    r = load_recipe(write(tmp_path, MINIMAL + "  answer_format: number\n  solution_field: working\nsft:\n"
+                                              "  enabled: true\n"))
+    assert r.data.solution_field == "working" and r.pipeline()[0].kind == "sft"

@@ -1,6 +1,7 @@
 """Rewards and the answer extractor, on real GSM8K rows and on the pitfalls that let a reward be gamed."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,80 @@ def test_local_jsonl_must_be_utf8(tmp_path):
     path.write_bytes(b'{"question": "caf\xe9", "answer": "#### 2"}\n')
     with pytest.raises(data.KitError, match="not UTF-8"):
         data.questions(str(path), "train")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rewards from the user
+
+
+def _reward_file(tmp_path, code):
+    path = tmp_path / "user_rewards.py"
+    path.write_text(code)
+    return path
+
+
+def test_user_reward_loads_by_file_and_scores_like_a_builtin(tmp_path):
+    from kit import rewards
+
+    path = _reward_file(tmp_path, "def short_reward(completions, **kw):\n"
+                                  "    return [1.0 if len(c[0]['content'] if isinstance(c, list) else c) < 10 else 0.0"
+                                  " for c in completions]\n")
+    name = rewards.resolve_name("user_rewards.py:short_reward", tmp_path)
+    assert name == f"{path.resolve()}:short_reward" and rewards.function_name(name) == "short_reward"
+    assert rewards.load_reward(name)(["short", conv("a much longer answer")]) == [1.0, 0.0]
+    assert score("tiny", "1", [name, "format_reward"]) == {"short_reward": 1.0, "format_reward": 0.0}
+
+
+def test_user_reward_from_an_importable_module():
+    from kit import rewards
+
+    fn = rewards.load_reward("kit.rewards:format_reward")  # any module:function on the import path
+    assert fn is format_reward and rewards.resolve_name("kit.rewards:format_reward", None) == "kit.rewards:format_reward"
+
+
+def test_guarded_reward_names_the_completion_that_broke_it():
+    from kit import rewards
+
+    def picky_reward(completions, answer, **kw):
+        return [1.0 / (0 if "boom" in completion_text(c) else 1) for c in completions]
+
+    from kit.rewards import completion_text
+
+    guarded = rewards.guarded(picky_reward, "picky.py:picky_reward")
+    assert guarded.__name__ == "picky_reward"  # TRL's metric name stays the function's
+    assert guarded([conv("fine"), conv("fine too")], answer=["1", "2"]) == [1.0, 1.0]
+    with pytest.raises(rewards.RewardError) as e:
+        guarded([conv("fine"), conv("this one goes boom"), conv("ok")], answer=["1", "2", "3"])
+    assert e.value.completion == "this one goes boom" and e.value.reward == "picky.py:picky_reward"
+    assert "ZeroDivisionError" in str(e.value) and "boom" in str(e.value) and "Traceback" in e.value.trace
+
+
+@pytest.mark.parametrize("returned, needle", [
+    ("[1.0]", "1 values for 2 completions"), ("[0.5, float('inf')]", "inf"), ("[True, 0.0]", "True"),
+    ("(0.0, 'x')", "'x'"), ("0.5", "returned float"),
+])
+def test_guarded_reward_rejects_bad_values(tmp_path, returned, needle):
+    from kit import rewards
+
+    namespace = {}
+    exec(f"def bad_reward(completions, **kw):\n    return {returned}\n", namespace)
+    with pytest.raises(rewards.RewardError, match=re.escape(needle)):
+        rewards.guarded(namespace["bad_reward"], "bad_reward")(["a", "b"])
+
+
+def test_numpy_and_int_values_are_numbers():
+    import numpy as np
+
+    from kit import rewards
+
+    assert rewards.guarded(lambda completions, **kw: [np.float32(0.5), 1], "np")(["a", "b"]) == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("value, fmt, gold", [
+    ("x\n#### 1,005", "gsm8k", "1005"), ("#### five", "gsm8k", None), (18, "number", "18"), ("18.50", "number", "18.5"),
+    ("\u22123", "number", "-3"), (True, "number", None), ("three", "number", None),
+    ("so \\boxed{42}.", "boxed", "42"), ("\\boxed{\\dfrac{3}{4}}", "boxed", "0.75"), ("\\boxed{x+1}", "boxed", None),
+    ("first \\boxed{1} then \\boxed{2}", "boxed", "2"), ("no box", "boxed", None), ("\\boxed{1", "boxed", None),
+])
+def test_gold_answers_by_format(value, fmt, gold):
+    assert data.gold_answer(value, fmt) == gold
