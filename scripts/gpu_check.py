@@ -63,6 +63,14 @@ def _kit(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def _tagged_line(proc: subprocess.CompletedProcess, tag: str, what: str) -> str:
+    """The child's stdout line that starts with `tag`; a RuntimeError with its output when it failed or printed none."""
+    line = next((x for x in proc.stdout.splitlines() if x.startswith(tag + " ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"{what}: exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-600:]}")
+    return line
+
+
 def _bench(recipe: str, overrides: list[str], out: Path, keep: Path | None, arch: dict | None, timeout: float):
     """kit bench in a child process (its own children train and generate); returns its JSON."""
     code = ("import json, sys; from kit import bench; a = json.loads(sys.argv[1]); "
@@ -126,11 +134,8 @@ def _eval_and_chat(run: Path, timeout: float) -> dict:
             "m, t, v = load_for_inference(r, runs.latest_adapter(run)); g = Generator(m, t, v); t0 = time.time(); "
             "parts = list(g.stream([{'role': 'user', 'content': 'What is 12 + 30?'}], 24)); "
             "print('CHAT', len(parts), round(time.time() - t0, 2), repr(parts[-1][:80]))")
-    chat = _kit("-c", code, str(run), timeout=timeout)
-    line = next((x for x in chat.stdout.splitlines() if x.startswith("CHAT ")), None)
-    if chat.returncode != 0 or line is None:
-        raise RuntimeError(f"chat exit {chat.returncode}: {(chat.stderr or chat.stdout).strip()[-600:]}")
-    _, pieces, seconds, text = line.split(" ", 3)
+    _, pieces, seconds, text = _tagged_line(_kit("-c", code, str(run), timeout=timeout), "CHAT",
+                                            "chat").split(" ", 3)
     return {"adapter_b_nudged": nudged, "eval_n": summary["n"], "eval_seconds": summary["seconds"],
             "eval_engine": engine,
             "chat_stream_pieces": int(pieces), "chat_seconds": float(seconds), "chat_text": text}
@@ -143,11 +148,8 @@ def _export(run: Path, out: Path, timeout: float) -> dict:
     code = ("import sys; from transformers import AutoModelForCausalLM; "
             "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
             "print('LOADED', sum(p.numel() for p in m.parameters()), str(next(m.parameters()).dtype))")
-    check = _kit("-c", code, str(out), timeout=timeout)
-    line = next((x for x in check.stdout.splitlines() if x.startswith("LOADED ")), None)
-    if check.returncode != 0 or line is None:
-        raise RuntimeError(f"reloading the merged model failed: {(check.stderr or check.stdout).strip()[-600:]}")
-    _, params, dtype = line.split()
+    _, params, dtype = _tagged_line(_kit("-c", code, str(out), timeout=timeout), "LOADED",
+                                    "reloading the merged model").split()
     return {"files": sorted(p.name for p in out.iterdir()), "params": int(params), "dtype": dtype}
 
 

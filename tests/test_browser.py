@@ -29,6 +29,19 @@ OVERRIDES = {"ov-sft-max-steps": "20", "ov-grpo-max-steps": "3", "ov-grpo-num-ge
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
+def _wait_for_port(proc, port: int, log_path: Path, deadline: float) -> None:
+    """Until the app accepts connections on 127.0.0.1:port; fail with its log if it exits or the deadline passes."""
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail("app did not open its port within 90 s")
+
+
 def _missing(reason: str):
     if os.environ.get("KIT_REQUIRE_BROWSER") == "1":
         pytest.fail(f"KIT_REQUIRE_BROWSER=1 but {reason}")
@@ -61,17 +74,7 @@ def app_url(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--runs", str(home / "runs"),
                              "--recipes", str(ROOT / "recipes")], cwd=home, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited ({proc.returncode}):\n{(home / 'app.log').read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("app did not open its port within 90 s")
+    _wait_for_port(proc, port, home / "app.log", time.time() + 90)
     yield url, home
     proc.terminate()
     proc.wait(timeout=30)
@@ -201,14 +204,7 @@ def public_app(tmp_path_factory):
             login = re.search(r"login: user (\S+), password (\S+)", log_path.read_text())
             time.sleep(0.5)
         assert login, f"no generated login printed:\n{log_path.read_text()[-3000:]}"
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("app did not open its port within 90 s")
+        _wait_for_port(proc, port, log_path, deadline)
         yield f"http://127.0.0.1:{port}", login.group(1), login.group(2), home
     finally:
         proc.terminate()
