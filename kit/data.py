@@ -145,6 +145,13 @@ def solution_to_plain(solution: str, answer: str | None = None) -> str:
     return f"{reasoning}\nThe answer is {extract_hash_answer(solution) if answer is None else answer}."
 
 
+def sft_target(row: dict, layout: bool = True) -> str:
+    """The warm-up's target for a `questions()` row: its worked solution and the answer that solution reaches (a
+    teacher's, which may differ from the gold), in the <reasoning>/<answer> layout or as plain prose."""
+    to_text = solution_to_completion if layout else solution_to_plain
+    return to_text(row["solution"], row["solution_answer"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Sources: where rows come from, and how a row's fields map onto question / gold answer
 
@@ -331,7 +338,8 @@ def _last_boxed(text: str) -> str | None:
 
 def questions(source, split: str, limit: int | None = None, seed: int = 0, subset: str | None = "main",
               shuffle: bool = True) -> list[dict]:
-    """Rows with `question`, `solution` (worked, or None) and `answer` (gold number), shuffled with `seed`, then cut
+    """Rows with `question`, `solution` (worked, or None), `answer` (gold number) and `solution_answer` (the number
+    the worked solution reaches: the gold, unless data.solution_field's text ends elsewhere), shuffled with `seed`, then cut
     to `limit`. `source` is a recipe's DataSpec (its field mapping and answer format apply; `subset` is ignored)
     or a source name with GSM8K's fields."""
     if isinstance(source, str):
@@ -357,8 +365,13 @@ def questions(source, split: str, limit: int | None = None, seed: int = 0, subse
         if gold is None:
             bad.append((where, row[af]))
             continue
-        solution = row[af] if fmt in ("gsm8k", "boxed") else (None if sf is None else str(row[sf]))
-        rows.append({"question": row[qf], "solution": solution, "answer": gold})
+        if sf is not None:  # a separate worked solution (a teacher's): its own final answer, if it states one
+            solution = str(row[sf])
+            reached = gold_answer(solution, fmt) if fmt != "number" else None
+        else:
+            solution = row[af] if fmt in ("gsm8k", "boxed") else None
+            reached = None
+        rows.append({"question": row[qf], "solution": solution, "answer": gold, "solution_answer": reached or gold})
     if bad:
         raise KitError(f"data.answer_field: {len(bad)} of {len(located)} gold answers ({af}) do not parse as "
                        f"{ANSWER_FORMATS[fmt]} (data.answer_format={fmt}); first: {bad[0][0]}: {_show(bad[0][1])}")
@@ -386,6 +399,11 @@ def to_prompt(question: str, system_prompt: str) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # Synthetic arithmetic in GSM8K's answer format (the offline demo's task)
 
+# `teacher`: the worked solutions of a sloppy teacher, for an SFT warm-up on imperfect demonstrations (the demo's):
+# on TEACHER_SLIP of the multiplication questions it adds the two numbers instead ("3 + 4 = 7" for 3 boxes of 4).
+# A model that imitates it answers those questions wrongly when greedy but rightly in some samples: headroom that
+# only a reward for correct answers (GRPO) can turn into accuracy. `answer` is always right.
+TEACHER_SLIP = 0.6
 _NAMES = ("Ava", "Ben", "Cara", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lea")
 _ITEMS = ("apples", "pens", "cards", "stamps", "books", "marbles", "shells", "coins")
 
@@ -406,8 +424,15 @@ def _arithmetic_item(rng: random.Random) -> dict:
         a, b = rng.randint(2, 4), rng.randint(2, 5)
         c, expr = a * b, f"{a} * {b}"
         q = f"{name} has {a} boxes with {b} {item} in each box. How many {item} does {name} have?"
-    solution = f"{expr} = <<{expr.replace(' ', '')}={c}>>{c}\n#### {c}"
-    return {"question": q, "answer": solution}
+    solution = _worked(expr, c)
+    teacher = solution
+    if kind == "mul" and random.Random(q).random() < TEACHER_SLIP:  # its own generator: questions stay the same
+        teacher = _worked(f"{a} + {b}", a + b)
+    return {"question": q, "answer": solution, "teacher": teacher}
+
+
+def _worked(expr: str, value: int) -> str:
+    return f"{expr} = <<{expr.replace(' ', '')}={value}>>{value}\n#### {value}"
 
 
 def arithmetic_rows(split: str, n: int = 4000) -> list[dict]:

@@ -130,7 +130,7 @@ def evaluate(generator, rows: list[dict], system_prompt: str, max_new_tokens: in
              progress: bool = True, desc: str = "eval", samples: int = 0, temperature: float = 1.0,
              top_p: float = 1.0, seed: int = 0) -> tuple[dict, list[dict]]:
     """Greedy answers to `rows`, scored; with `samples` = K >= 1 also K sampled answers per question (temperature,
-    top_p; HF generation seeded with `seed`) and their pass@k / maj@K, each item then holding its samples."""
+    top_p; seeded with `seed`) and their pass@k / maj@K, each item then holding its samples."""
     prompts = [to_prompt(r["question"], system_prompt) for r in rows]
     outs = _generate(generator, prompts, max_new_tokens, dict(temperature=0.0, batch_size=batch_size),
                      desc if progress else None)
@@ -141,11 +141,11 @@ def evaluate(generator, rows: list[dict], system_prompt: str, max_new_tokens: in
         import torch
 
         # HF sampling draws from torch's generator: seeded, the same samples run after run; forked, so an
-        # evaluation during training leaves the trainer's random stream as it was
+        # evaluation during training leaves the trainer's random stream as it was. vLLM takes the seed itself.
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             drawn = _generate(generator, prompts, max_new_tokens,
-                              dict(temperature=temperature, top_p=top_p, n=samples,
+                              dict(temperature=temperature, top_p=top_p, n=samples, seed=seed,
                                    batch_size=max(1, batch_size // samples)),
                               f"{desc} x{samples} samples" if progress else None)
         extra, per_row = score_samples(rows, drawn)

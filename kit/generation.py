@@ -129,20 +129,21 @@ class Generator:
 
     def generate(self, prompts: list[list[dict]], max_new_tokens: int, temperature: float = 0.0,
                  top_p: float = 1.0, n: int = 1, batch_size: int = 16,
-                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
-        """`n` answers per prompt (temperature 0: greedy, then n must be 1)."""
+                 on_batch: Callable[[int], None] | None = None, seed: int | None = None) -> list[list[str]]:
+        """`n` answers per prompt (temperature 0: greedy, then n must be 1). `seed` makes vLLM's sampling
+        repeatable; HF generation draws from torch's generator, which the caller seeds."""
         if temperature == 0 and n != 1:
             raise ValueError("greedy decoding gives one answer per prompt; use temperature > 0 for n > 1")
-        if self.engine is not None:
-            return self._generate_engine(prompts, max_new_tokens, temperature, top_p, n, on_batch)
-        if self.use_vllm:
-            return self._generate_vllm(prompts, max_new_tokens, temperature, top_p, n, on_batch)
+        if self.engine is not None or self.use_vllm:
+            from vllm import SamplingParams
+
+            params = SamplingParams(temperature=temperature, top_p=top_p, n=n, max_tokens=max_new_tokens,
+                                    seed=seed if temperature > 0 else None)
+            run = self._generate_engine if self.engine is not None else self._generate_vllm
+            return run(prompts, params, on_batch)
         return self._generate_hf(prompts, max_new_tokens, temperature, top_p, n, batch_size, on_batch)
 
-    def _generate_vllm(self, prompts, max_new_tokens, temperature, top_p, n, on_batch):
-        from vllm import SamplingParams
-
-        params = SamplingParams(temperature=temperature, top_p=top_p, n=n, max_tokens=max_new_tokens)
+    def _generate_vllm(self, prompts, params, on_batch):
         # Token ids, not text: the chat template already holds BOS, and vLLM would add a second one.
         inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]}
                   for t in self._texts(prompts)]
@@ -152,12 +153,9 @@ class Generator:
             on_batch(len(prompts))
         return [[o.text for o in out.outputs] for out in outputs]
 
-    def _generate_engine(self, prompts, max_new_tokens, temperature, top_p, n, on_batch):
-        from vllm import SamplingParams
-
+    def _generate_engine(self, prompts, params, on_batch):
         if self.engine.loaded != (id(self.model), self._adapter_on):
             self.engine.load(self.model, self._adapter_on)
-        params = SamplingParams(temperature=temperature, top_p=top_p, n=n, max_tokens=max_new_tokens)
         inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]}
                   for t in self._texts(prompts)]
         outputs = self.engine.llm.generate(inputs, sampling_params=params, use_tqdm=False)

@@ -95,9 +95,10 @@ class DataSpec:
     answer_format: str = _f("gsm8k", "How the gold number is read from answer_field. gsm8k: the number after "
                             "'####' of a worked solution; number: the field is the answer; boxed: the last "
                             "\\boxed{...} of a worked solution.", choices=("gsm8k", "number", "boxed"))
-    solution_field: str | None = _f(None, "Field with a worked solution, the reasoning of the SFT warm-up's "
-                                    "targets when answer_format is number (gsm8k and boxed answers are worked "
-                                    "solutions themselves). None: no warm-up for number answers.")
+    solution_field: str | None = _f(None, "Field with a worked solution for the SFT warm-up's targets (its "
+                                    "reasoning, and the answer it reaches when it ends in '####' or \\boxed{}; "
+                                    "else the gold). None: gsm8k and boxed answers are their own worked solutions; "
+                                    "number answers get no warm-up.")
     limit: int | None = _f(None, "Use only the first N questions (after shuffling with grpo.seed). None: all.",
                            min=1)
     enable_thinking: bool | None = _f(None, "Chat templates with a thinking switch (Qwen3): false leaves out the "

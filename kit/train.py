@@ -283,9 +283,7 @@ def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracke
     s = recipe.sft
     if "completion" not in rows[0]:  # worked solutions: rewrite them (rejection sampling brings its own)
         rng = random.Random(recipe.grpo.seed)
-        rows = [dict(r, completion=data.solution_to_completion(r["solution"], r["answer"])
-                     if rng.random() < s.format_fraction else data.solution_to_plain(r["solution"], r["answer"]))
-                for r in rows]
+        rows = [dict(r, completion=data.sft_target(r, layout=rng.random() < s.format_fraction)) for r in rows]
     ds = Dataset.from_list([{"prompt": data.to_prompt(r["question"], recipe.data.system_prompt),
                              "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
     out = stage_dir / "checkpoints"
@@ -414,7 +412,8 @@ def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> li
 
     with tqdm(total=len(prompts), desc="sampling", unit="q") as bar:
         answers = gen.generate(prompts, recipe.grpo.max_completion_length, temperature=recipe.grpo.temperature,
-                               top_p=recipe.grpo.top_p, n=stage.samples_per_question, on_batch=bar.update)
+                               top_p=recipe.grpo.top_p, n=stage.samples_per_question, on_batch=bar.update,
+                               seed=recipe.grpo.seed)
     judge = _load_judge(stage) if stage.judge else None
     kept, n_correct = filter_answers(rows, answers, judge, stage.judge_prompt)
     total = len(rows) * stage.samples_per_question

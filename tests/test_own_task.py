@@ -210,6 +210,31 @@ def test_parquet_source_and_boxed_answers(tmp_path):
     assert [r["answer"] for r in rows] == ["0.5", "1000"] and rows[0]["solution"].startswith("so ")
 
 
+def test_solution_field_is_the_warm_up_target_and_its_own_answer(tmp_path):
+    rows_text = ('{"q": "2 boxes of 3?", "a": "2 * 3 = 6\\n#### 6", "t": "2 + 3 = 5\\n#### 5"}\n'
+                 '{"q": "1 and 1?", "a": "1 + 1 = 2\\n#### 2", "t": "one and one make two"}\n')
+    recipe = _task(tmp_path, rows_text, answer_format="gsm8k", solution_field="t")
+    wrong, plain = data.questions(load_recipe(recipe).data, "train", shuffle=False)
+    assert wrong["answer"] == "6" and wrong["solution_answer"] == "5"  # rewards see the gold, SFT the teacher
+    assert data.sft_target(wrong) == "<reasoning>\n2 + 3 = 5\n</reasoning>\n<answer>\n5\n</answer>"
+    assert plain["solution_answer"] == "2" and data.sft_target(plain, layout=False) == "one and one make two\nThe answer is 2."
+    no_field = data.questions(load_recipe(_task(tmp_path, rows_text, answer_format="gsm8k")).data, "train", shuffle=False)
+    assert [r["solution_answer"] for r in no_field] == ["6", "2"] and no_field[0]["solution"].startswith("2 * 3")
+
+
+def test_the_demo_teacher_adds_instead_of_multiplying_on_some_questions():
+    rows = data.arithmetic_rows("train")
+    differ = [r for r in rows if r["teacher"] != r["answer"]]
+    products = [r for r in rows if " * " in r["answer"]]
+    assert all(" * " in r["answer"] for r in differ)  # it slips on multiplication only
+    assert abs(len(differ) / len(products) - data.TEACHER_SLIP) < 0.05
+    for r in differ:
+        a, b = map(int, r["teacher"].split(" = ")[0].split(" + "))
+        assert r["answer"].startswith(f"{a} * {b} = ") and data.extract_hash_answer(r["teacher"]) == str(a + b)
+    demo = data.questions(load_recipe(ROOT / "recipes" / "demo.yaml").data, "train", shuffle=False)
+    assert sum(r["solution_answer"] != r["answer"] for r in demo) > 400  # the demo's warm-up imitates it
+
+
 def test_missing_logger_names_the_package(tmp_path, capsys):
     missing = next((n for n in ("wandb", "trackio", "mlflow") if importlib.util.find_spec(n) is None), None)
     if missing is None:
