@@ -2,8 +2,9 @@
 
 Sources: a Hugging Face Hub data set (`openai/gsm8k`), a local .jsonl / .json / .csv / .parquet file, a GSM8K
 subset shipped with the kit (`builtin:gsm8k-sample`, MIT licence beside it), and a synthetic arithmetic task in
-GSM8K's answer format (`builtin:arithmetic`) for the tiny offline demo. A recipe's DataSpec maps the source's
-fields onto question / gold answer (`question_field`, `answer_field`, `answer_format`: gsm8k, number, boxed).
+GSM8K's answer format (`builtin:arithmetic`, with a sloppy teacher's worked solutions beside the right ones) for the
+tiny offline demo. A recipe's DataSpec maps the source's fields onto question / gold answer (`question_field`,
+`answer_field`, `answer_format`: gsm8k, number, boxed) and, for the SFT warm-up, worked solution (`solution_field`).
 
 `extract_answer` is the only place that reads a number out of model output: rewards, evaluation and chat all
 call it. No torch here.
@@ -339,8 +340,8 @@ def _last_boxed(text: str) -> str | None:
 def questions(source, split: str, limit: int | None = None, seed: int = 0, subset: str | None = "main",
               shuffle: bool = True) -> list[dict]:
     """Rows with `question`, `solution` (worked, or None), `answer` (gold number) and `solution_answer` (the number
-    the worked solution reaches: the gold, unless data.solution_field's text ends elsewhere), shuffled with `seed`, then cut
-    to `limit`. `source` is a recipe's DataSpec (its field mapping and answer format apply; `subset` is ignored)
+    the worked solution reaches: the gold, unless data.solution_field's text ends elsewhere), shuffled with
+    `seed`, then cut to `limit`. `source` is a recipe's DataSpec (its field mapping and answer format apply; `subset` is ignored)
     or a source name with GSM8K's fields."""
     if isinstance(source, str):
         src, qf, af, fmt, sf = source, "question", "answer", "gsm8k", None

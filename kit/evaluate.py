@@ -15,8 +15,10 @@ maj@K    the majority answer of the K samples is right. Samples without an answe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -333,8 +335,33 @@ def _summary_line(name: str, s: dict) -> str:
 
 
 def cli(args) -> int:
-    if args.command == "compare":
-        return compare_cli(args)
+    """kit eval / kit compare. With --json stdout carries the result alone: whatever else writes there meanwhile
+    (vLLM's logger writes to stdout, and so may its engine processes) goes to stderr."""
+    run = compare_cli if args.command == "compare" else eval_cli
+    if not args.json:
+        return run(args)
+    with _stdout_to_stderr() as args.result_out:
+        return run(args)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """File descriptor 1 points at stderr inside (child processes inherit that); yields the real stdout."""
+    sys.stdout.flush()
+    saved, python_stdout = os.dup(1), sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr  # and Python's own stdout, which need not be descriptor 1
+    result = os.fdopen(os.dup(saved), "w")
+    try:
+        yield result
+    finally:
+        result.close()
+        sys.stdout = python_stdout
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def eval_cli(args) -> int:
     side = Side(args.target, args.overrides, base=args.base)
     split, rows = _rows(side.recipe, args.split, args.limit)
     settings = _settings(side.recipe, args)
@@ -343,7 +370,7 @@ def cli(args) -> int:
     summary["adapter"] = side.id
     write_results(side.folder, name, summary, items)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary), file=args.result_out)
     else:
         print(_summary_line(name, summary) + f"\n  (n={summary['n']}, {split}, {summary['seconds']:.0f} s) -> "
               f"{side.folder / (name + '.json')}")
@@ -457,7 +484,7 @@ def compare_cli(args) -> int:
     b.folder.mkdir(parents=True, exist_ok=True)
     (b.folder / f"{name}.json").write_text(json.dumps(table, indent=2))
     if args.json:
-        print(json.dumps(table))
+        print(json.dumps(table), file=args.result_out)
         return 0
     print(f"A = {a.label}\nB = {b.label}\nthe first {len(rows)} {split} questions of {recipe.data.source}\n")
     print(format_comparison(table))

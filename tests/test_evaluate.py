@@ -183,6 +183,20 @@ def test_saved_results_are_reused_only_for_the_same_weights_items_and_settings(t
     assert _saved(side.folder, "trained-test", rows, Side(str(run)).id, settings) is None
 
 
+def test_json_mode_keeps_stdout_for_the_result(capfd):
+    """`--json`: what libraries and child processes print meanwhile (vLLM logs to stdout) lands on stderr."""
+    from kit.evaluate import _stdout_to_stderr
+
+    with _stdout_to_stderr() as result:
+        print("a library's log line")
+        subprocess.run([sys.executable, "-c", "print('a child process log line')"], check=True)
+        print('{"n": 1}', file=result)
+    print("after")
+    out, err = capfd.readouterr()
+    assert out == '{"n": 1}\nafter\n'
+    assert "a library's log line" in err and "a child process log line" in err
+
+
 def kit(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -117,8 +117,11 @@ def test_vllm_weights_use_base_names_and_merge_the_adapter():
 # vLLM for real (CPU build)
 
 STEPS = 3
-RUN_OVERRIDES = ["model.fast_inference=true", "sft.max_steps=200", f"grpo.max_steps={STEPS}", "grpo.save_steps=3",
-                 "grpo.completions_every=1", "eval.every_steps=3", "eval.during_limit=16", "eval.max_new_tokens=32"]
+# A correct teacher, 200 warm-up steps at 3e-3 on 512 questions (the demo: a sloppy teacher, 600 steps at 1e-3 on
+# 4000): a model sure enough of itself that greedy answers compare token by token, in minutes
+RUN_OVERRIDES = ["model.fast_inference=true", "data.solution_field=null", "sft.limit=512", "sft.max_steps=200",
+                 "sft.learning_rate=3e-3", f"grpo.max_steps={STEPS}", "grpo.save_steps=3", "grpo.completions_every=1",
+                 "eval.every_steps=3", "eval.during_limit=16", "eval.max_new_tokens=32"]
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +233,32 @@ def test_eval_through_vllm_follows_the_adapter_and_equals_hf(colocated_run, tmp_
     agree = sum(v["completion"] == h["completion"] for v, h in zip(vllm_items, hf_items))
     print(f"vLLM vs HF greedy: {agree}/{limit} identical ({len(whole)} deterministic answers, all identical; "
           f"{sure_tokens}/{tokens} tokens compared); vs base: {same_as_base}/{limit}")
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@needs_vllm
+def test_sampled_eval_through_vllm_is_seeded(colocated_run):
+    """`kit eval --samples 4` samples through vLLM, and the seed makes it repeat: twice, the same samples."""
+    run, _ = colocated_run
+    files = [run / "eval" / f"trained-test-k4{ext}" for ext in (".json", ".jsonl")]
+
+    def sample():
+        for f in files:
+            f.unlink(missing_ok=True)  # else the second call reuses the saved result
+        proc = subprocess.run([sys.executable, "-m", "kit", "eval", str(run), "--limit", "8", "--samples", "4",
+                               "--json"], capture_output=True, text=True, env=_env(), timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "answers from vLLM" in proc.stderr  # --json: logs on stderr, the summary alone on stdout
+        return json.loads(proc.stdout), metrics.read_jsonl(files[1])
+
+    (first, items), (again, items_again) = sample(), sample()
+    assert first["samples"] == 4 and {"pass@1", "pass@4", "maj@4"} <= set(first)
+    drawn = [[x["completion"] for x in item["samples"]] for item in items]
+    assert [len(d) for d in drawn] == [4] * 8
+    assert any(len(set(d)) > 1 for d in drawn), "4 samples at temperature 1 all alike on every question"
+    assert drawn == [[x["completion"] for x in item["samples"]] for item in items_again]
+    assert {k: first[k] for k in ("pass@1", "pass@4", "maj@4")} == {k: again[k] for k in ("pass@1", "pass@4", "maj@4")}
 
 
 @pytest.mark.vllm
