@@ -137,6 +137,9 @@ class EvalCallback(TrainerCallback):
             record.update({"eval/pass@1": summary["pass@1"], f"eval/pass@{k}": summary[f"pass@{k}"],
                            "eval/samples": k})
             line += f", pass@1 {summary['pass@1']:.1%}, pass@{k} {summary[f'pass@{k}']:.1%} (strict)"
+        from kit import killpoints
+
+        killpoints.reached("eval", f"{self.stage}/{step}")  # test-only: answers scored, not yet logged
         self.writer.write(record)
         print(line + f" (n={summary['n']})", flush=True)
 

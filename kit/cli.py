@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", choices=("lora", "merged16", "gguf"), default="lora")
     p.add_argument("--out", help="output folder (default: RUN/export-<format>)")
-    p.add_argument("--quantization", default="q4_k_m", help="GGUF quantization (q4_k_m, q8_0, f16, ...)")
+    p.add_argument("--quantization", help="GGUF type: q8_0 (default), f16, bf16, f32 on any machine; k-quants "
+                   "(q4_k_m, q5_k_m, ...) through Unsloth on a CUDA GPU")
 
     p = sub.add_parser("ui", help="launch the Gradio app")
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on; any but loopback needs a login")
@@ -224,6 +225,9 @@ def cmd_show(args) -> int:
         print(f"note     {note}")
     if s.get("message"):
         print(f"message  {s['message']}")
+    for ckpt, problem in runs.torn_checkpoints(run, s):
+        hint = "" if problem.startswith("set aside") else "; --resume skips it, continuing from the last complete one"
+        print(f"torn     {ckpt.relative_to(run)} ({problem}{hint})")
     records = metrics.read_jsonl(run / runs.METRICS)
     grpo = [r for r in records if "reward" in r or any(k.startswith("eval/") for k in r)]
     if not grpo:
@@ -282,7 +286,9 @@ def cmd_runs(args) -> int:
     for run in paths:
         s = runs.read_summary(run)
         last = [r for r in metrics.read_jsonl(run / runs.METRICS) if "reward" in r]
-        rows.append((run.name, runs.status(run, s), f"{s.get('run_step', 0)}/{s.get('max_steps', '?')}",
+        torn = len(runs.torn_checkpoints(run, s))
+        state = runs.status(run, s) + (f" ({torn} torn checkpoint{'s' if torn > 1 else ''})" if torn else "")
+        rows.append((run.name, state, f"{s.get('run_step', 0)}/{s.get('max_steps', '?')}",
                      _num(last[-1]["reward"]) if last else "-", s.get("model", "")))
     _table(("run", "status", "steps", "last reward", "model"), rows)
     return 0

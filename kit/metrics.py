@@ -35,12 +35,29 @@ class JsonlWriter:
             p.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: dict) -> None:
-        line = json.dumps(_clean(record), ensure_ascii=False) + "\n"
+        line = (json.dumps(_clean(record), ensure_ascii=False) + "\n").encode("utf-8")
         for p in self.paths:
-            with open(p, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            with open(p, "ab", buffering=0) as f:
+                size = f.seek(0, os.SEEK_END)
+                try:
+                    rest = memoryview(line)
+                    while rest:  # an unbuffered write may write part of the line
+                        rest = rest[f.write(rest):]
+                    os.fsync(f.fileno())
+                except OSError:  # a full disk: cut the half line off again, so the file stays whole
+                    f.truncate(size)
+                    raise
+
+
+def rewrite_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Replace a JSONL file with `records`, atomically: killed or out of disk space halfway, the old file stays."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(_clean(r), ensure_ascii=False) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def torn(path: str | Path) -> bool:

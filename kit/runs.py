@@ -6,9 +6,14 @@
       metrics.jsonl      one object per log event: step, run_step, time, stage, and TRL's keys verbatim
       completions.jsonl  sample completions with their per-reward scores
       train.log          stdout/stderr when launched by the app
+      heartbeat          the trainer's clock (epoch seconds), rewritten every minute while it is alive
       adapter/           the final LoRA adapter + tokenizer
       stages/<i>-<kind>/ per stage: recipe.yaml, metrics.jsonl, adapter/, checkpoints/
+                         (checkpoints/torn/: checkpoints a kill or a full disk left incomplete, set aside on resume)
       eval/              kit eval results
+
+Nothing in it names the folder itself: a run folder copied or moved elsewhere (another disk, Google Drive) is
+listed, shown and resumed from there.
 
 No torch here.
 """
@@ -25,6 +30,8 @@ from kit.recipe import KitError
 RECIPE, SUMMARY, METRICS, COMPLETIONS = "recipe.yaml", "summary.json", "metrics.jsonl", "completions.jsonl"
 LOG, ADAPTER, STAGES, EVAL = "train.log", "adapter", "stages", "eval"
 STATUSES = ("running", "finished", "failed", "stopped")
+CHECKPOINTS, TORN = "checkpoints", "torn"
+HEARTBEAT, HEARTBEAT_S = "heartbeat", 60.0  # a trainer silent for 3 beats has gone (its machine with it)
 
 
 def new_run_dir(output_dir: str | Path, name: str) -> Path:
@@ -52,11 +59,30 @@ def open_run(path: str | Path) -> Path:
 
 
 def read_summary(run: str | Path) -> dict:
+    """summary.json as a dict ({} when missing or unreadable). Read from a folder that was copied or moved since it
+    was written, the old path in its messages ("continue with: kit train --resume OLD") reads as the folder's
+    own."""
     try:
         data = json.loads((Path(run) / SUMMARY).read_text())
-        return data if isinstance(data, dict) else {}
     except (OSError, json.JSONDecodeError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    written = data.get("run")
+    # (the trainer writes it absolute; an older relative one says nothing about where it was)
+    if isinstance(written, str) and Path(written).is_absolute() and not _same_folder(written, run):
+        for key in ("message", "error"):
+            if isinstance(data.get(key), str):
+                data[key] = data[key].replace(written, str(run))
+        data["trained_in"], data["run"] = written, str(run)
+    return data
+
+
+def _same_folder(written: str, run: str | Path) -> bool:
+    try:
+        return Path(written).resolve() == Path(run).resolve()
+    except OSError:
+        return False
 
 
 def write_summary(run: str | Path, summary: dict) -> None:
@@ -77,15 +103,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def beat(run: str | Path) -> None:
+    """The trainer is alive now (kit.train's Tracker calls it every HEARTBEAT_S seconds, from a thread)."""
+    path = Path(run) / HEARTBEAT
+    tmp = path.with_name(HEARTBEAT + ".tmp")
+    tmp.write_text(f"{time.time():.0f}\n")
+    os.replace(tmp, path)
+
+
+def last_beat(run: str | Path) -> float | None:
+    try:
+        return float((Path(run) / HEARTBEAT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def status(run: str | Path, summary: dict | None = None) -> str:
     """running / finished / failed / stopped. A run whose summary says running but whose process is gone (killed,
-    machine rebooted) is reported as failed."""
+    machine rebooted) is reported as failed: on this host its pid is not alive; on another (a Colab session that
+    ended, its run folder on Drive) its heartbeat stopped more than 3 beats ago."""
     summary = read_summary(run) if summary is None else summary
     if not summary:  # missing or unreadable: nobody is keeping it current
         return "failed"
     state = summary.get("status", "failed")
-    if state == "running" and summary.get("host") == os.uname().nodename and summary.get("pid"):
+    here = summary.get("host") == os.uname().nodename
+    if state == "running" and here and summary.get("trained_in"):  # a copy of a running run: nobody writes it
+        return "failed"
+    if state == "running" and here and summary.get("pid"):
         if not _alive(int(summary["pid"])):
+            return "failed"
+    if state == "running" and not here:
+        last = last_beat(run)
+        if last is not None and time.time() - last > 3 * HEARTBEAT_S:
             return "failed"
     return state
 
@@ -120,3 +169,117 @@ def log_tail(run: str | Path, lines: int = 30) -> str:
     # tqdm redraws with \r: keep what the line finally showed
     shown = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
     return "\n".join(shown[-lines:])
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------
+# transformers writes a checkpoint into its final folder, not atomically: the adapter, optimizer.pt, scheduler.pt,
+# rng_state*.pth, then trainer_state.json last. A kill or a full disk in between leaves a folder that
+# `Trainer.train(resume_from_checkpoint=...)` cannot continue from (no trainer_state.json) or, worse, continues
+# from silently without its optimizer or random state. A checkpoint counts only when everything a resume reads is
+# there and whole.
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """N of a checkpoint-N folder, else None."""
+    head, _, tail = path.name.rpartition("-")
+    return int(tail) if head == "checkpoint" and tail.isdigit() else None
+
+
+def checkpoint_problem(path: str | Path, step: int | None = None) -> str | None:
+    """What keeps a checkpoint folder from being resumed (None: it is complete). Checks the files a resume
+    reads: trainer_state.json (written last, parsed, its global_step the folder's: `step`, else N of its name),
+    the adapter, the optimizer, the scheduler and the random state; weights and torch files whole (a truncated
+    tail is a torn write).
+
+    >>> checkpoint_problem("/nonexistent/checkpoint-5")
+    'no trainer_state.json'
+    """
+    path = Path(path)
+    step = checkpoint_step(path) if step is None else step
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError):
+        return "trainer_state.json is cut short"
+    if not isinstance(state, dict) or state.get("global_step") != step:
+        return f"trainer_state.json says step {state.get('global_step') if isinstance(state, dict) else '?'}"
+    deepspeed = any(path.glob("global_step*"))  # DeepSpeed keeps optimizer and scheduler in its own folder
+    needs = [("adapter_config.json",), ("adapter_model.safetensors", "adapter_model.bin")]
+    if not deepspeed:
+        needs += [("optimizer.pt", "optimizer.bin", "optimizer_0"), ("scheduler.pt",)]
+    for names in needs:
+        found = [path / n for n in names if (path / n).exists()]
+        if not found:
+            return f"no {names[0]}"
+        if not _whole(found[0]):
+            return f"{names[0]} is cut short"
+    rng = sorted(path.glob("rng_state*.pth"))
+    if not rng:
+        return "no rng_state.pth"
+    if not all(_whole(p) for p in rng):
+        return f"{rng[0].name} is cut short"
+    return None
+
+
+def _whole(path: Path) -> bool:
+    """Not cut short: a safetensors file as long as its header says, a torch (zip) file ending in its directory."""
+    if path.is_dir():
+        return True
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if path.suffix == ".safetensors":
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                return size == 8 + n + end
+            if path.suffix in (".pt", ".pth"):
+                if size < 22:
+                    return False
+                f.seek(-22, os.SEEK_END)  # zip's end-of-central-directory record, no comment (torch.save)
+                return f.read(4) == b"PK\x05\x06"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return False
+    return size > 0
+
+
+def checkpoints(folder: str | Path) -> list[Path]:
+    """The checkpoint-N folders in `folder`, oldest step first."""
+    folder = Path(folder)
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and checkpoint_step(p) is not None] \
+        if folder.is_dir() else []
+    return sorted(found, key=checkpoint_step)
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Move a torn checkpoint into <checkpoints>/torn/ (out of the checkpoint-* glob transformers resumes and
+    rotates from); nothing is deleted. Returns where it went."""
+    folder = ckpt.parent / TORN
+    folder.mkdir(exist_ok=True)
+    target, n = folder / ckpt.name, 1
+    while target.exists():  # torn twice at the same step
+        n += 1
+        target = folder / f"{ckpt.name}.{n}"
+    os.replace(ckpt, target)
+    return target
+
+
+def torn_checkpoints(run: str | Path, summary: dict | None = None) -> list[tuple[Path, str]]:
+    """(folder, what is wrong) of every torn checkpoint a run holds: those set aside in stages/*/checkpoints/torn/,
+    and, unless the run is training (its newest may be being written), incomplete ones not yet set aside (the
+    next --resume sets them aside)."""
+    run = Path(run)
+    stages = run / STAGES
+    if not stages.is_dir():
+        return []
+    training = status(run, summary) == "running"
+    found = []
+    for stage in sorted(stages.iterdir(), key=lambda p: p.name):
+        folder = stage / CHECKPOINTS
+        for ckpt in sorted((folder / TORN).glob("checkpoint-*")):  # checkpoint-N, or checkpoint-N.2 (torn twice)
+            step = checkpoint_step(ckpt.with_name(ckpt.name.split(".")[0]))
+            found.append((ckpt, f"set aside: {checkpoint_problem(ckpt, step) or 'complete'}"))
+        if not training:
+            found += [(c, problem) for c in checkpoints(folder) if (problem := checkpoint_problem(c))]
+    return found

@@ -9,15 +9,17 @@ kit.model has loaded the model, so Unsloth (when used) is imported first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
 
-from kit import compat, data, metrics, rewards, runs
+from kit import compat, data, killpoints, metrics, rewards, runs
 from kit import model as kit_model
 from kit import recipe as kit_recipe
 from kit.recipe import KitError, Recipe, StageSpec, load_recipe, save_recipe
@@ -32,8 +34,7 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
     if resume is not None:
         run = runs.open_run(resume)
         if runs.status(run) == "running" and int(os.environ.get("RANK", 0)) == 0:
-            raise KitError(f"{run} is still training (pid {runs.read_summary(run).get('pid')}); stop it before "
-                           "resuming")
+            raise KitError(_still_training(run))
         saved = load_recipe(run / runs.RECIPE)
         recipe = load_recipe(run / runs.RECIPE, overrides)
         _check_resume(run, saved, recipe)
@@ -68,6 +69,7 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
         run = runs.new_run_dir(recipe.run.output_dir, recipe.run.name)
     if main:
         recipe = _keep_reward_files(recipe, run)
+    killpoints.install(run)  # test-only (KIT_TEST_KILL_AT); nothing without it
     tracker = Tracker(run, recipe, plan, resumed=resume is not None, main=main)
     _say(f"run folder: {run}")
 
@@ -138,12 +140,25 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
         tracker.finish("stopped", "interrupted (second Ctrl-C): the last checkpoint is kept")
         raise
     except Exception as e:
-        (run / "error.log").write_text(traceback.format_exc())
-        message = _explain(e)
+        with contextlib.suppress(OSError):  # a full disk may not take the traceback either
+            (run / "error.log").write_text(traceback.format_exc())
+        message = _explain(e, run)
         tracker.finish("failed", message)
         raise KitError(f"training failed: {message} (traceback: {run / 'error.log'})") from None
     _say(f"{tracker.summary['status']}: {run}")
     return run
+
+
+def _still_training(run: Path) -> str:
+    """Why --resume refuses a run that reads as running: here, its live process; elsewhere (a Colab session's run on
+    Drive), its heartbeat, which stops with its machine."""
+    s = runs.read_summary(run)
+    if s.get("host") == os.uname().nodename:
+        return f"{run} is still training (pid {s.get('pid')}); stop it before resuming"
+    age = time.time() - (runs.last_beat(run) or time.time())
+    wait = max(0, 3 * runs.HEARTBEAT_S - age)
+    return (f"{run} is still training on {s.get('host')} (its heartbeat is {age:.0f} s old); stop it there, or, if "
+            f"that machine or session is gone, resume in {wait:.0f} s, when its heartbeat has stopped")
 
 
 def _check_resume(run: Path, saved: Recipe, recipe: Recipe) -> None:
@@ -164,7 +179,7 @@ def _check_resume(run: Path, saved: Recipe, recipe: Recipe) -> None:
             why = f"{', '.join(later)} already trained on its result"
         elif wanted < done:
             why = "a finished stage cannot be shortened"
-        elif not _resume_checkpoint(run / runs.STAGES / before["name"] / "checkpoints"):
+        elif not _resume_checkpoint(run / runs.STAGES / before["name"] / "checkpoints", set_aside=False):
             why = "it kept no checkpoint to continue from"
         else:
             continue
@@ -255,9 +270,34 @@ def _common_args(recipe: Recipe, plan: kit_model.Plan, out: Path) -> dict:
     )
 
 
-def _resume_checkpoint(out: Path) -> str | None:
-    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if out.is_dir() else []
-    return str(ckpts[-1]) if ckpts else None
+def _resume_checkpoint(out: Path, set_aside: bool = True) -> str | None:
+    """The newest complete checkpoint in `out` (kit.runs.checkpoint_problem says what complete means), else None.
+    Torn ones (a kill or a full disk while transformers wrote them) are skipped, and with `set_aside` (the main
+    process) moved into out/torn/ with one line each, so transformers neither resumes nor rotates from them."""
+    found = None
+    for ckpt in reversed(runs.checkpoints(out)):
+        problem = runs.checkpoint_problem(ckpt)
+        if problem is None:
+            found = found or str(ckpt)
+        elif set_aside:
+            where = runs.set_aside(ckpt)
+            _say(f"{ckpt} is torn ({problem}): skipped, kept as {where}")
+    return found
+
+
+def _train_stage(trainer, model, out: Path, stage_name: str, tracker: "Tracker", max_steps: int) -> None:
+    """trainer.train(), from the stage's newest complete checkpoint if it has one; a stage that had trained steps
+    but kept none complete says that it starts again. A checkpoint at the stage's last step is its result: its
+    weights are loaded and nothing is trained (transformers, resumed at max_steps, trains one step more)."""
+    ckpt = _resume_checkpoint(out, set_aside=tracker.main)
+    if ckpt is None and (tracker.resumed_steps(stage_name) or (out / runs.TORN).is_dir()):
+        _say(f"{stage_name}: no complete checkpoint to continue from: the stage starts again from step 0")
+    if ckpt is not None and runs.checkpoint_step(Path(ckpt)) >= max_steps:
+        kit_model.load_adapter_weights(model, Path(ckpt))
+        tracker.step(stage_name, runs.checkpoint_step(Path(ckpt)))  # the summary may have been a second behind
+        _say(f"{stage_name}: {Path(ckpt).name} holds its last step: nothing left to train")
+        return
+    trainer.train(resume_from_checkpoint=ckpt)
 
 
 def _callbacks(recipe, stage_name, tracker, stop, every_completions=0):
@@ -275,17 +315,26 @@ def _callbacks(recipe, stage_name, tracker, stop, every_completions=0):
 # SFT (warm-up, and the fine-tuning half of rejection sampling)
 
 
-def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracker, stop):
+def sft_dataset(recipe: Recipe, rows: list[dict]):
+    """The warm-up's examples in TRL's conversational prompt-completion format: the recipe's system prompt and the
+    question, then the target as an assistant turn, so TRL renders it through the chat template and the target
+    ends with the template's turn-end token (the model learns to stop where its turn ends)."""
     from datasets import Dataset
+
+    if "completion" not in rows[0]:  # worked solutions: rewrite them (rejection sampling brings its own)
+        rng = random.Random(recipe.grpo.seed)
+        rows = [dict(r, completion=data.sft_target(r, layout=rng.random() < recipe.sft.format_fraction))
+                for r in rows]
+    return Dataset.from_list([{"prompt": data.to_prompt(r["question"], recipe.data.system_prompt),
+                               "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
+
+
+def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracker, stop):
     from kit.callbacks import use_compact_progress
     from trl import SFTConfig, SFTTrainer
 
     s = recipe.sft
-    if "completion" not in rows[0]:  # worked solutions: rewrite them (rejection sampling brings its own)
-        rng = random.Random(recipe.grpo.seed)
-        rows = [dict(r, completion=data.sft_target(r, layout=rng.random() < s.format_fraction)) for r in rows]
-    ds = Dataset.from_list([{"prompt": data.to_prompt(r["question"], recipe.data.system_prompt),
-                             "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
+    ds = sft_dataset(recipe, rows)
     out = stage_dir / "checkpoints"
     args = SFTConfig(**_common_args(recipe, plan, out), max_steps=s.max_steps, learning_rate=s.learning_rate,
                      per_device_train_batch_size=s.per_device_train_batch_size,
@@ -298,7 +347,7 @@ def _run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracke
     use_compact_progress(trainer)
     _say(f"{stage_name}: supervised fine-tuning on {len(ds)} examples, {s.max_steps} steps")
     tracker.update(phase=f"{stage_name}: training")
-    trainer.train(resume_from_checkpoint=_resume_checkpoint(out))
+    _train_stage(trainer, model, out, stage_name, tracker, s.max_steps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,18 +378,24 @@ def grpo_dataset(recipe: Recipe, tokenizer):
     return Dataset.from_list(kept)
 
 
-def grpo_config(recipe: Recipe, plan: kit_model.Plan, out: Path):
-    """TRL's GRPOConfig for a recipe on this machine's plan: the one place recipe fields meet TRL's names."""
+def grpo_config(recipe: Recipe, plan: kit_model.Plan, out: Path, stop_ids: list[int] | None = None):
+    """TRL's GRPOConfig for a recipe on this machine's plan: the one place recipe fields meet TRL's names.
+
+    `stop_ids` (kit.stopping.stop_ids of the loaded model): vLLM rollouts stop at every one of them. HF rollouts
+    need nothing here: TRL stops them, and cuts the completion mask, at `tokenizer.eos_token_id`, which
+    kit.stopping.prepare made the turn-end token."""
     from trl import GRPOConfig
 
     g = recipe.grpo
     m = recipe.model
     vllm = {"use_vllm": plan.fast_inference}  # Unsloth's patched trainer generates with its own vLLM engine
+    if stop_ids and (plan.fast_inference or m.vllm_server):
+        vllm["generation_kwargs"] = {"stop_token_ids": list(stop_ids)}  # TRL hands these to SamplingParams
     if plan.fast_inference and plan.backend == "transformers":  # TRL's own engine, in this process
         vllm.update(vllm_mode="colocate", vllm_gpu_memory_utilization=m.gpu_memory_utilization,
                     **compat.vllm_max_model_length(GRPOConfig, m.max_seq_length))  # no sleep mode: CUDA-only
     if m.vllm_server:  # multi-GPU: TRL generates on a separate `trl vllm-serve` process
-        vllm = {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": m.vllm_server}
+        vllm.update(use_vllm=True, vllm_mode="server", vllm_server_base_url=m.vllm_server)
     return GRPOConfig(
         **_common_args(recipe, plan, out), **vllm,
         num_generations=g.num_generations, per_device_train_batch_size=g.per_device_train_batch_size,
@@ -363,7 +418,9 @@ def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, st
 
     g = recipe.grpo
     ds = grpo_dataset(recipe, tokenizer)
-    args = grpo_config(recipe, plan, stage_dir / "checkpoints")
+    from kit.stopping import stop_ids
+
+    args = grpo_config(recipe, plan, stage_dir / "checkpoints", stop_ids(model, tokenizer))
     callbacks, completions_cb = _callbacks(recipe, stage_name, tracker, stop, g.completions_every)
     if recipe.eval.every_steps:
         from kit.callbacks import EvalCallback
@@ -389,7 +446,7 @@ def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, st
         tracker.update(phase=f"{stage_name}: compiling (first step takes minutes)")
     else:
         tracker.update(phase=f"{stage_name}: training")
-    trainer.train(resume_from_checkpoint=_resume_checkpoint(stage_dir / "checkpoints"))
+    _train_stage(trainer, model, stage_dir / "checkpoints", stage_name, tracker, g.max_steps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -397,8 +454,16 @@ def _run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, st
 
 
 def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> list[dict]:
+    import torch
+
     from kit.generation import Generator
 
+    kept_path = stage_dir / "kept.jsonl"
+    if kept_path.is_file() and _resume_checkpoint(stage_dir / "checkpoints", set_aside=False):
+        # resuming its fine-tuning: the same rows (the trainer skips the batches it has seen), not a new draw
+        kept = metrics.read_jsonl(kept_path)
+        _say(f"{stage_dir.name}: continuing the fine-tuning on the {len(kept)} answers kept before ({kept_path})")
+        return kept
     rows = data.questions(recipe.data, recipe.data.split, stage.questions, recipe.grpo.seed + 1)
     tracker.update(phase=f"{stage_dir.name}: sampling {stage.samples_per_question} answers x {len(rows)} "
                          "questions")
@@ -410,9 +475,16 @@ def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> li
     prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows]
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(prompts), desc="sampling", unit="q") as bar:
+    def on_batch(n: int) -> None:
+        bar.update(n)
+        killpoints.reached("sampling", stage_dir.name)
+
+    # HF sampling draws from torch's generator: seeded, so a stage that starts again after a kill draws the same
+    # answers as an uninterrupted run (vLLM takes the seed itself)
+    with tqdm(total=len(prompts), desc="sampling", unit="q") as bar, torch.random.fork_rng():
+        torch.manual_seed(recipe.grpo.seed)
         answers = gen.generate(prompts, recipe.grpo.max_completion_length, temperature=recipe.grpo.temperature,
-                               top_p=recipe.grpo.top_p, n=stage.samples_per_question, on_batch=bar.update,
+                               top_p=recipe.grpo.top_p, n=stage.samples_per_question, on_batch=on_batch,
                                seed=recipe.grpo.seed)
     judge = _load_judge(stage) if stage.judge else None
     kept, n_correct = filter_answers(rows, answers, judge, stage.judge_prompt)
@@ -428,11 +500,13 @@ def _rejection_sample(recipe, stage, model, tokenizer, stage_dir, tracker) -> li
         raise KitError(f"{stage_dir.name}: {why}, so there is nothing to fine-tune on; train longer first (an "
                        "earlier sft/grpo stage), raise samples_per_question" + (", or drop the judge" if n_correct
                                                                                  else ""))
-    if tracker.main:
-        (stage_dir / "kept.jsonl").unlink(missing_ok=True)  # a resumed stage samples afresh
-    kept_writer = tracker.writer(stage_dir / "kept.jsonl")
-    for row in kept:
-        kept_writer.write(row)
+    if tracker.main:  # whole or not at all: a resume continues from it
+        tmp = kept_path.with_suffix(".jsonl.tmp")
+        tmp.unlink(missing_ok=True)
+        kept_writer = metrics.JsonlWriter(tmp)
+        for row in kept:
+            kept_writer.write(row)
+        os.replace(tmp, kept_path)
     return kept
 
 
@@ -519,7 +593,7 @@ class Tracker:
                            "max_steps": wanted})
         self.t0 = time.time()
         self.summary = {
-            "status": "running", "phase": "starting", "run": str(run), "recipe": recipe.run.name,
+            "status": "running", "phase": "starting", "run": str(Path(run).resolve()), "recipe": recipe.run.name,
             "description": recipe.description, "model": recipe.model.name, "backend": plan.backend,
             "device": plan.hardware.name, "notes": list(plan.notes),
             "started": previous.get("started", time.strftime("%Y-%m-%d %H:%M:%S")),
@@ -527,30 +601,42 @@ class Tracker:
             "stage": None, "step": 0, "run_step": previous.get("run_step", 0),
             "max_steps": sum(s["max_steps"] for s in stages), "stages": stages, "error": None,
         }
+        self._resumed_steps = {s["name"]: s["steps"] for s in stages}
         self._base_elapsed = self.summary["elapsed_s"]
         self._last_write = 0.0
         if resumed and main:
             self._truncate_metrics()
         self.write()
+        self._done = threading.Event()
+        if main:  # beats while the process lives, through minutes-long phases (compiling, loading vLLM) too
+            runs.beat(run)
+            threading.Thread(target=self._beat, daemon=True, name="kit-heartbeat").start()
+
+    def _beat(self) -> None:
+        while not self._done.wait(runs.HEARTBEAT_S):
+            with contextlib.suppress(OSError):  # a full disk or a Drive hiccup: the next beat tries again
+                runs.beat(self.run)
 
     def _truncate_metrics(self) -> None:
-        """On resume, drop records logged after the checkpoint the interrupted stage restarts from, so curves
-        don't fold back on themselves, and rewrite a file whose last line was torn mid-write (the next record would
-        be glued onto it)."""
+        """On resume, drop records logged after the complete checkpoint the interrupted stage restarts from (all
+        of the stage's, step 0 included, when it starts again: it logs them again), so no row is there twice and
+        curves don't fold back on themselves, and rewrite a file whose last line was torn mid-write (the next
+        record would be glued onto it). Torn checkpoints are set aside here, before anything reads them."""
         for s in self.summary["stages"]:
             if s["status"] == "finished":
                 continue
             ckpt = _resume_checkpoint(self.run / runs.STAGES / s["name"] / "checkpoints")
-            upto = int(ckpt.split("-")[-1]) if ckpt else 0
+            upto = runs.checkpoint_step(Path(ckpt)) if ckpt else -1
             for path in (self.run / runs.METRICS, self.run / runs.STAGES / s["name"] / runs.METRICS,
                          self.run / runs.COMPLETIONS):
                 records = metrics.read_jsonl(path)
                 keep = [r for r in records if r.get("stage") != s["name"] or r.get("step", 0) <= upto]
                 if len(keep) != len(records) or metrics.torn(path):
-                    path.unlink()
-                    writer = metrics.JsonlWriter(path)
-                    for r in keep:
-                        writer.write(r)
+                    metrics.rewrite_jsonl(path, keep)
+
+    def resumed_steps(self, name: str) -> int:
+        """Steps the stage had trained before this process resumed it (0 in a fresh run)."""
+        return self._resumed_steps.get(name, 0)
 
     def write(self) -> None:
         if not self.main:
@@ -598,12 +684,14 @@ class Tracker:
         if time.time() - self._last_write > 1.0:  # cheap enough every second, not every micro-step
             self._last_write = time.time()
             self.write()
+        killpoints.reached("step", f"{name}/{step}")
 
     def end_stage(self, name: str, status: str) -> None:
         self._stage(name)["status"] = status
         self.write()
 
     def finish(self, status: str, message: str | None = None) -> None:
+        self._done.set()
         records = metrics.read_jsonl(self.run / runs.METRICS)
         grpo = [r for r in records if str(r.get("stage", "")).endswith("-grpo")]
         keys = metrics.reward_keys(grpo)
@@ -619,7 +707,10 @@ class Tracker:
                 s["status"] = status
         self.summary.update(status=status, phase=status, error=message if status == "failed" else None,
                             message=message, ended=time.strftime("%Y-%m-%d %H:%M:%S"))
-        self.write()
+        try:
+            self.write()
+        except OSError as e:  # a full disk: the old summary stays whole (atomic), its dead pid reads as failed
+            _say(f"could not write {self.run / runs.SUMMARY}: {e}")
 
 
 def _count_params(model) -> str:
@@ -628,12 +719,42 @@ def _count_params(model) -> str:
     return f"{total / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable"
 
 
-def _explain(e: Exception) -> str:
+def _explain(e: Exception, run: Path | None = None) -> str:
     text = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    free = _disk_full(e, run) if run is not None else None
+    if free is not None:
+        return (f"the disk is full: {run} has {free / 2**20:.1f} MiB free ({text[:120]}); the last "
+                f"complete checkpoint and the logs are kept: free some space (torn checkpoints set aside in "
+                f"stages/*/checkpoints/{runs.TORN}/ can go), then continue with: kit train --resume {run}")
     if "out of memory" in str(e).lower():
         return (f"{text} -> the GPU ran out of memory; lower grpo.num_generations, grpo.max_completion_length or "
                 "model.gpu_memory_utilization (kit fit RECIPE estimates the peak)")
     return text
+
+
+def _disk_full(e: BaseException, run: Path) -> int | None:
+    """Free bytes at `run` when `e` is a full disk, else None. Python and safetensors say ENOSPC; torch.save only
+    says its stream failed ("unexpected pos", "iostream error"), so that counts when the disk is indeed nearly
+    full (the torn file has taken the rest)."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(run).free
+    except OSError:
+        return None
+    chain, seen = e, []
+    while chain is not None and chain not in seen:
+        seen.append(chain)
+        if isinstance(chain, OSError) and chain.errno == errno.ENOSPC:
+            return free
+        chain = chain.__cause__ or chain.__context__
+    texts = " ".join(str(x) for x in seen)
+    if "No space left on device" in texts or "os error 28" in texts:
+        return free
+    if free < 64 * 2**20 and any(t in texts for t in ("unexpected pos", "iostream error", "write failed")):
+        return free
+    return None
 
 
 def _say(message: str) -> None:

@@ -151,6 +151,9 @@ def run_details(ctl, run: Path | None) -> tuple[str, str]:
     message = ctl.message(run)
     if message:
         lines.append(f"\n**{'Error' if state == 'failed' else 'Message'}:** {html.escape(message)}")
+    for ckpt, problem in runs.torn_checkpoints(run, s):
+        lines.append(f"- torn checkpoint: `{ckpt.relative_to(run)}` ({html.escape(problem)}); resume continues "
+                     "from the last complete one")
     first, final = s.get("first") or {}, s.get("final") or {}
     if first and final:
         lines.append("\nfirst -> last 20% of steps: " + ", ".join(

@@ -147,13 +147,16 @@ def test_terminal_shows_a_short_line_about_20_times_not_a_dict_a_step(capsys):
     assert lines[-2].startswith("[kit] step 100/100") and lines[-1] == "[kit] done: 100 steps in 12 s"
 
 
-def test_resume_repairs_a_torn_last_line_and_cuts_logs_back_to_the_checkpoint(tmp_path):
+def test_resume_repairs_a_torn_last_line_and_cuts_logs_back_to_the_checkpoint(tmp_path, demo_run):
+    import shutil
+
     from kit import model as kit_model
     from kit.train import Tracker
 
     run = tmp_path / "run"
     recipe = load_recipe(ROOT / "recipes" / "demo.yaml", ["run.name=t"])
-    (run / runs.STAGES / "2-grpo" / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    checkpoint = "2-grpo/checkpoints/checkpoint-2"  # a complete one: resume continues from it
+    shutil.copytree(demo_run / runs.STAGES / checkpoint, run / runs.STAGES / checkpoint)
     runs.write_summary(run, {"status": "stopped", "stages": [
         {"name": "1-sft", "status": "finished", "steps": 400}, {"name": "2-grpo", "status": "stopped", "steps": 3}]})
     lines = [json.dumps({"stage": "2-grpo", "step": s, "reward": 1.0}) for s in (1, 2, 3)]
