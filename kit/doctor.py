@@ -232,6 +232,9 @@ def _recipe_lines(path: str, overrides: list[str], info: dict) -> list[str]:
     lines.append(f"plan          backend {p.backend} | {'4-bit' if p.load_in_4bit else p.dtype} | "
                  f"{'vLLM' if p.fast_inference else 'HF'} generation | optim {p.optim} | {p.hardware.name}")
     lines += [f"note          {n}" for n in p.notes]
+    from kit.stopping import describe_model
+
+    lines.append(f"turn end      {describe_model(recipe.model.name)}")
     gpu_gb, name = (p.hardware.total_gb, p.hardware.name) if p.hardware.cuda else (fit.T4_GIB, "a 16 GB GPU, as the recipe asks")
     est = fit.estimate(recipe, gpu_gb, p if p.hardware.cuda else None, name)
     if est is None:

@@ -122,6 +122,8 @@ def config_path(name: str) -> Path | None:
     suffixes), or a local folder's config.json; None when unknown."""
     if name == "builtin:tiny":
         return None
+    if name == "builtin:smollm2-135m":  # converted locally from its GGUF: the release's architecture
+        return CONFIGS / "SmolLM2-135M-Instruct.json"
     local = Path(name) / "config.json"
     if local.is_file():
         return local

@@ -89,6 +89,11 @@ class Generator:
         self.use_vllm = self.engine is not None or (hasattr(model, "fast_generate")
                                                     and getattr(model, "vllm_engine", None) is not None)
         self._adapter_on = True
+        from kit.stopping import stop_ids
+
+        # Where every answer ends, on every engine: the turn-end token and the model's other eos ids
+        # (kit.stopping.prepare put them in the model's generation_config when it was loaded).
+        self.stop_ids = stop_ids(model, tokenizer)
 
     @property
     def engine_name(self) -> str:
@@ -138,7 +143,7 @@ class Generator:
             from vllm import SamplingParams
 
             params = SamplingParams(temperature=temperature, top_p=top_p, n=n, max_tokens=max_new_tokens,
-                                    seed=seed if temperature > 0 else None)
+                                    seed=seed if temperature > 0 else None, stop_token_ids=self.stop_ids)
             run = self._generate_engine if self.engine is not None else self._generate_vllm
             return run(prompts, params, on_batch)
         return self._generate_hf(prompts, max_new_tokens, temperature, top_p, n, batch_size, on_batch)
@@ -179,7 +184,7 @@ class Generator:
                 chunk = self._texts(prompts[start:start + batch_size])
                 enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
                 kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                              eos_token_id=tok.eos_token_id, num_return_sequences=n)
+                              eos_token_id=self.stop_ids, num_return_sequences=n)
                 if temperature > 0:
                     kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
                 else:
@@ -208,7 +213,7 @@ class Generator:
         enc = tok(self._texts([messages]), return_tensors="pt", add_special_tokens=False).to(model.device)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(**enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.eos_token_id)
+                      eos_token_id=self.stop_ids)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature)
         else:

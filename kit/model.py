@@ -20,6 +20,7 @@ from pathlib import Path
 from kit.recipe import KitError, ModelSpec, Recipe, RecipeError
 
 TINY = "builtin:tiny"
+SMOLLM2 = "builtin:smollm2-135m"  # kit/smollm2.py: a real pretrained model from a PyPI wheel
 
 
 @dataclass(frozen=True)
@@ -215,13 +216,19 @@ def check_vllm_server(url: str, timeout: float = 5.0) -> None:
 
 
 def model_path(name: str) -> str:
-    """Hub id or local folder to load; builds builtin:tiny on first use."""
+    """Hub id or local folder to load; builds a built-in model on first use (builtin:tiny in seconds,
+    builtin:smollm2-135m from its PyPI wheel in about 30 s)."""
     if name == TINY:
         from kit import tiny
 
         return str(tiny.tiny_path())
+    if name == SMOLLM2:
+        from kit import smollm2
+
+        return str(smollm2.smollm2_path())
     if name.startswith("builtin:"):
-        raise RecipeError(f"model.name: unknown built-in model {name!r}; the only one is {TINY}")
+        raise RecipeError(f"model.name: unknown built-in model {name!r}; the built-in ones are {TINY} and "
+                          f"{SMOLLM2}")
     return name
 
 
@@ -286,19 +293,20 @@ def _load_transformers_base(m: ModelSpec, p: Plan):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         raise KitError(f"model.name: could not load {m.name!r}: {str(e).splitlines()[0][:200]}. Offline? Use a "
-                       "local folder or builtin:tiny") from None
-    _prepare_tokenizer(tokenizer, m.name)
+                       "local folder, builtin:tiny or builtin:smollm2-135m (make real-model)") from None
+    _prepare_tokenizer(tokenizer, model, m.name)
     return model, tokenizer
 
 
-def _prepare_tokenizer(tokenizer, name: str) -> None:
+def _prepare_tokenizer(tokenizer, model, name: str) -> None:
+    """Chat template required; eos = the token that ends an assistant turn and every stop id in the model's
+    generation_config (kit.stopping), so every generation path, TRL's included, stops where a turn ends."""
     if tokenizer.chat_template is None:
         raise KitError(f"model.name: {name} has no chat template; use an -Instruct/-it model (GRPO prompts are "
                        "chat messages)")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    from kit import compat
+    from kit import compat, stopping
 
+    stopping.prepare(tokenizer, model)
     compat.causal_lm_inputs(tokenizer)  # transformers 4.x: no token_type_ids to generate()
 
 
@@ -322,7 +330,7 @@ def _load_unsloth(m: ModelSpec, p: Plan, seed: int, adapter: Path | None):
                        f"({type(e).__name__}: {first}). To train with Unsloth's own generation instead (slower, "
                        "no vLLM): --set model.fast_inference=false; if it ran out of memory, lower "
                        "model.gpu_memory_utilization. See docs/install.md") from e
-    _prepare_tokenizer(tokenizer, m.name)
+    _prepare_tokenizer(tokenizer, model, m.name)
     lora = _lora_kwargs(m)
     model = FastLanguageModel.get_peft_model(
         model, r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],

