@@ -1,6 +1,8 @@
 """kit export: LoRA and merged float16 exports of the tiny demo run reload and generate; untrained adapters and
-GGUF without Unsloth are refused with a message that says why."""
+GGUF k-quants without Unsloth are refused with a message that says why. The GGUF round trip on the real model is
+tests/test_gguf.py."""
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -90,9 +92,63 @@ def test_untrained_adapter_is_refused(demo_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_gguf_needs_unsloth_on_a_gpu(demo_run, tmp_path):
-    with pytest.raises(KitError, match="GGUF export runs through Unsloth on a CUDA GPU"):
-        export.export(demo_run, "gguf", tmp_path / "gguf")
+@pytest.mark.skipif(importlib.util.find_spec("unsloth") is not None, reason="with Unsloth, k-quants are exported")
+def test_k_quants_without_unsloth_are_one_line_naming_the_types_here(demo_run, tmp_path, capsys):
+    from kit.cli import main
+
+    assert main(["export", str(demo_run), "--format", "gguf", "--quantization", "Q4_K_M",
+                 "--out", str(tmp_path / "gguf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--quantization q4_k_m" in err and "Unsloth on a CUDA GPU" in err
+    assert f"GGUF types available here: {', '.join(export.GGUF_TYPES)}" in err
+    assert not (tmp_path / "gguf").exists()  # refused before anything was loaded or written
+
+
+def _tiny_gguf(file: Path, eos: int, tokenizer_model: str | None = None):
+    """A real GGUF file, written by the gguf package's own writer: one tensor, an eos id, maybe a tokenizer kind."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(file), "llama")
+    if tokenizer_model:
+        writer.add_tokenizer_model(tokenizer_model)
+    writer.add_eos_token_id(eos)
+    writer.add_tensor("t", np.zeros(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return gguf
+
+
+def _tiny_tokenizer_and_stops():
+    from transformers import AutoTokenizer
+
+    from kit import stopping
+    from kit.model import model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path("builtin:tiny"))
+    return tokenizer, stopping.Stops("<eos>", tokenizer.eos_token_id, (tokenizer.eos_token_id,), None, ())
+
+
+def test_gguf_eos_is_set_to_the_turn_end_in_place(tmp_path):
+    tokenizer, stops = _tiny_tokenizer_and_stops()
+    file = tmp_path / "m.gguf"
+    gguf = _tiny_gguf(file, tokenizer.eos_token_id + 1)
+    info = export._fix_metadata(file, stops, tokenizer)
+    assert info["eos_token_id"] == tokenizer.eos_token_id and info["architecture"] == "llama"
+    assert gguf.GGUFReader(file).fields["tokenizer.ggml.eos_token_id"].contents() == tokenizer.eos_token_id
+
+
+def test_gguf_with_a_tokenizer_llama_cpp_cannot_load_is_refused(tmp_path):
+    """A SentencePiece-type GGUF vocabulary without byte tokens: llama.cpp aborts loading it (std::out_of_range)."""
+    tokenizer, stops = _tiny_tokenizer_and_stops()
+    assert "<0x0A>" not in tokenizer.get_vocab()
+    file = tmp_path / "m.gguf"
+    _tiny_gguf(file, tokenizer.eos_token_id, tokenizer_model="llama")
+    with pytest.raises(KitError, match="llama.cpp would abort loading the file"):
+        export._fix_metadata(file, stops, tokenizer)
+    assert not file.exists()
 
 
 def test_existing_output_and_bad_names_are_refused(demo_run, tmp_path):
