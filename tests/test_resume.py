@@ -317,8 +317,11 @@ def test_a_full_disk_stops_with_one_line_and_resumes_once_space_is_back(small_di
 def test_gpu_check_makes_the_venv_it_needs_or_says_what_to_give(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    # run as a user would, not as a sub-make of `make test` (which would print "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
     fresh = tmp_path / "no-venv"  # a fresh clone: no .venv
-    plan = subprocess.run(["make", "-n", "gpu-check", f"VENV={fresh}"], cwd=ROOT, capture_output=True, text=True)
+    plan = subprocess.run(["make", "-n", "gpu-check", f"VENV={fresh}"], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
     lines = plan.stdout.splitlines()
     assert plan.returncode == 0, plan.stderr
     made = next(i for i, line in enumerate(lines) if line.endswith(f"-m venv {fresh}"))
@@ -326,13 +329,13 @@ def test_gpu_check_makes_the_venv_it_needs_or_says_what_to_give(tmp_path):
     assert made < runs_check and lines[runs_check].startswith(f"{fresh}/bin/python scripts/gpu_check.py")
     # the GPU machine: its own python3, no venv made
     gpu = subprocess.run(["make", "-n", "gpu-check", "GPU_PYTHON=python3", f"VENV={fresh}"], cwd=ROOT,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, env=env).stdout
     assert "-m venv" not in gpu and "\npython3 scripts/gpu_check.py --out bench/gpu-check" in gpu
     # an interpreter without torch: one line says what to give, exit 2 (with .whl there it would install first)
     if (ROOT / ".whl").is_dir():
         return
     bare = subprocess.run(["make", "gpu-check", f"GPU_PYTHON={sys.executable} -I -S"], cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert bare.returncode != 0
     assert bare.stdout.strip().splitlines() == [
         f"make gpu-check: {sys.executable} -I -S cannot import torch and kit; give GPU_PYTHON=<a python with "
