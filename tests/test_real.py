@@ -145,13 +145,16 @@ def test_sft_targets_end_with_the_turn_end_token(gemma_shaped, real_recipe, tmp_
     rows = data.questions(recipe.data, "train", 4, 0)
     args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_steps=1,
                      completion_only_loss=True, max_length=recipe.model.max_seq_length)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(recipe, rows), processing_class=tokenizer)
-    for example in trainer.train_dataset:
+    ds = sft_dataset(recipe, rows)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
+    assert len(trainer.train_dataset) == len(ds) == 4
+    for example, source in zip(trainer.train_dataset, ds):
         target = [t for t in example["labels"] if t != -100]  # what the loss is computed on
         assert target.count(TURN_END) == 1 and OTHER_EOS not in target
         after = tokenizer.decode(target[target.index(TURN_END) + 1:])
-        assert after.strip() == "" and tokenizer.decode(target[:target.index(TURN_END)]).rstrip().endswith(
-            "</answer>"), tokenizer.decode(target)
+        words = tokenizer.decode(target[:target.index(TURN_END)]).strip()
+        # the whole target (in the layout or in prose: sft.format_fraction), then the turn end, then nothing
+        assert after.strip() == "" and words == source["completion"][0]["content"].strip(), tokenizer.decode(target)
 
 
 def test_doctor_says_which_token_ends_a_turn(smollm2_folder):
