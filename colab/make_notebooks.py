@@ -243,6 +243,13 @@ def sh(cmd, check=True):
     if proc.wait() and check:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
 """
+    # the checkout the install cell works in: this one in a headless test, else a clone (the cell installs into it)
+    CLONE = """if LOCAL:
+    os.chdir(LOCAL)
+else:
+    if not os.path.isdir("grpo-kit"):
+        sh(f"git clone --depth 1 {REPO_URL} grpo-kit")
+    os.chdir("grpo-kit")"""
     version_check = """
 KIT_VERSION = version("grpo-kit")
 print(f"grpo-kit {KIT_VERSION} in {os.getcwd()}")
@@ -263,12 +270,7 @@ transformers 5.17.0, TRL 1.14.0); no Unsloth, no vLLM: on a CPU the kit trains w
 with HF `generate`{wheel_note}. Details:
 [docs/install.md]({url}/blob/{BRANCH}/docs/install.md)."""
         code = common.replace("{extra}", "") + f"""
-if LOCAL:
-    os.chdir(LOCAL)
-else:
-    if not os.path.isdir("grpo-kit"):
-        sh(f"git clone --depth 1 {{REPO_URL}} grpo-kit")
-    os.chdir("grpo-kit")
+""" + CLONE + """
     sh("pip install -q -c profiles/main.txt -e .")""" + wheel_step + version_check
         return [("markdown", markdown), ("code", code)]
 
@@ -300,12 +302,7 @@ else:
 PROFILE = "t4" if cap == "7.5" or "T4" in name else "main"  # profiles/<PROFILE>-gpu.txt: exact versions
 print(f"GPU: {{name}} (compute capability {{cap}}, {{memory}}) | profile: {{PROFILE}} | vLLM: {{USE_VLLM}}")
 
-if LOCAL:
-    os.chdir(LOCAL)
-else:
-    if not os.path.isdir("grpo-kit"):
-        sh(f"git clone --depth 1 {{REPO_URL}} grpo-kit")
-    os.chdir("grpo-kit")
+""" + CLONE + f"""
     extras = ".[gpu,vllm]" if USE_VLLM else ".[gpu]"
     sh(f"pip install -q -c profiles/{{PROFILE}}-gpu.txt -e '{{extras}}'")
 os.environ["UNSLOTH_VLLM_STANDBY"] = "1"  # vLLM frees its KV cache while training (Unsloth's memory-efficient RL)
