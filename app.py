@@ -10,7 +10,7 @@ Same as `kit ui`. What each tab shows: docs/app.md.
 
 import sys
 
-from kit.ui import main
+from kit.app.ui import main
 
 if __name__ == "__main__":
     sys.exit(main())

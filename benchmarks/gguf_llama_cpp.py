@@ -36,10 +36,10 @@ def main() -> None:
 
     import torch
     from llama_cpp import Llama
+    from test_gguf import QUESTIONS
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.export import export
-    from test_gguf import QUESTIONS
+    from kit.tools.export import export
 
     out = Path(tempfile.mkdtemp(prefix="kit-gguf-llama-cpp-"))
     merged = export(args.run, "merged16", out / "merged16")

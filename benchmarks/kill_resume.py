@@ -100,10 +100,11 @@ def killed_run(run: Path, overrides: list[str], kills: list[str]) -> dict:
 
 def answers(run: Path, n: int = QUESTIONS) -> list[str]:
     """Greedy answers of the run's final adapter to the first `n` test questions."""
-    from kit import data, runs
-    from kit.generation import Generator
-    from kit.model import load_for_inference
+    from kit import runs
+    from kit.models.engines import Generator
+    from kit.models.loading import load_for_inference
     from kit.recipe import load_recipe
+    from kit.task import data
 
     recipe = load_recipe(run / runs.RECIPE)
     model, tokenizer, engine = load_for_inference(recipe, run / runs.ADAPTER)
@@ -123,7 +124,8 @@ def _kind(record: dict) -> str:
 def row_counts(run: Path) -> Counter:
     """(file, stage, step, run_step, kind) of every metrics and completions row: what a run logged, without the
     times."""
-    from kit import metrics, runs
+    from kit import runs
+    from kit.runs import metrics
 
     counts = Counter()
     for name in (runs.METRICS, runs.COMPLETIONS):
@@ -134,7 +136,8 @@ def row_counts(run: Path) -> Counter:
 
 def compare(base: Path, run: Path) -> dict:
     """The killed run against the uninterrupted one."""
-    from kit import metrics, runs
+    from kit import runs
+    from kit.runs import metrics
 
     a, b = answers(base), answers(run)
     want, got = row_counts(base), row_counts(run)

@@ -41,7 +41,8 @@ def questions(n: int, seed: int) -> list[dict]:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from kit.data import arithmetic_rows, extract_hash_answer
+    from kit.task.answers import extract_hash_answer
+    from kit.task.arithmetic import arithmetic_rows
 
     rows = arithmetic_rows("train")
     random.Random(seed).shuffle(rows)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def model_folder() -> str:
-    from kit.model import model_path
+    from kit.models.catalog import model_path
 
     return model_path("builtin:smollm2-135m")
 
@@ -88,8 +88,10 @@ def _generation_one(engine: str, n: int, tokens: int) -> None:
                                pad_token_id=tok.pad_token_id)
         label = "HF generate (fp32, batch of all prompts x n)"
     else:
-        from kit.model import Hardware, vllm_environment
         from vllm import LLM, SamplingParams
+
+        from kit.models.engines import vllm_environment
+        from kit.models.plan import Hardware
 
         vllm_environment(Hardware(cuda=False))
         llm = LLM(model=folder, dtype="bfloat16", max_model_len=512, seed=0)
@@ -123,7 +125,7 @@ def generation(args) -> None:
 
 
 def steps(args) -> None:
-    from kit import metrics
+    from kit.runs import metrics
 
     records = metrics.read_jsonl(Path(args.run) / "metrics.jsonl")
     for stage in sorted({r["stage"] for r in records if str(r.get("stage", "")).endswith("-grpo")}):

@@ -14,10 +14,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
-from kit.recipe import KitError
+from kit import runs
+from kit.errors import KitError
+from kit.eval.compare import compare_cli
+from kit.eval.evaluate import eval_cli
+from kit.models import fit
+from kit.recipe import iter_fields, list_recipes, load_recipe
+from kit.runs import metrics, plots
+from kit.task.rewards import REWARDS, WRITING_ONE
+from kit.tools import bench, doctor, export
+from kit.train.flow import train
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -160,8 +171,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_list(args) -> int:
-    from kit.recipe import list_recipes, load_recipe
-
     folder = Path(args.dir) if args.dir else (Path("recipes") if Path("recipes").is_dir() else RECIPES_DIR)
     paths = list_recipes(folder)
     if not paths:
@@ -181,8 +190,6 @@ def cmd_list(args) -> int:
 
 
 def _vram(recipe) -> str:
-    from kit import fit
-
     try:
         est = fit.estimate(recipe)
     except KitError:
@@ -195,7 +202,6 @@ def cmd_train(args) -> int:
         raise KitError("give a recipe (kit train recipes/demo.yaml) or --resume RUN")
     if args.recipe and args.resume:
         raise KitError("give either a recipe or --resume RUN, not both (a resumed run uses its own recipe.yaml)")
-    from kit.train import train
 
     train(args.recipe, args.overrides, resume=args.resume, run_dir=args.run_dir)
     return 0
@@ -209,8 +215,6 @@ def _sampling_args(p) -> None:
 
 
 def cmd_show(args) -> int:
-    from kit import metrics, runs
-
     run = runs.open_run(args.run)
     s = runs.read_summary(run)
     state = runs.status(run, s)
@@ -276,8 +280,6 @@ def _table(header, rows) -> None:
 
 
 def cmd_runs(args) -> int:
-    from kit import metrics, runs
-
     paths = runs.list_runs(args.dir)
     if not paths:
         print(f"no runs in {args.dir}/ yet: kit train recipes/demo.yaml")
@@ -295,8 +297,6 @@ def cmd_runs(args) -> int:
 
 
 def cmd_fields(args) -> int:
-    from kit.recipe import iter_fields
-
     rows = [row for row in iter_fields() if not args.section or row[0].split(".")[0] == args.section]
     if not rows:
         raise KitError(f"unknown section {args.section!r}; sections: model, data, rewards, sft, grpo, eval, "
@@ -312,8 +312,6 @@ def cmd_fields(args) -> int:
 
 def fields_markdown(rows=None) -> str:
     """The README's recipe reference: one row per field, its default and its one help text."""
-    from kit.recipe import iter_fields
-
     rows = list(iter_fields()) if rows is None else rows
     lines = ["| field | default | what it does (trade-off) |", "|---|---|---|"]
     for name, default, help_ in rows:
@@ -324,8 +322,6 @@ def fields_markdown(rows=None) -> str:
 
 
 def cmd_rewards(args) -> int:
-    from kit.rewards import REWARDS, WRITING_ONE
-
     for name, fn in REWARDS.items():
         print(f"{name}\n    {fn.__doc__.strip().splitlines()[0]}")
     print("\n" + WRITING_ONE)
@@ -333,28 +329,50 @@ def cmd_rewards(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from kit import plots, runs
-
     run = runs.open_run(args.run)
     out = plots.plot_run(run, args.out)
     print(out)
     return 0
 
 
-def _delegate(module: str):
-    def run(args) -> int:
-        import importlib
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """File descriptor 1 points at stderr inside (child processes inherit that); yields the real stdout."""
+    sys.stdout.flush()
+    saved, python_stdout = os.dup(1), sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr  # and Python's own stdout, which need not be descriptor 1
+    result = os.fdopen(os.dup(saved), "w")
+    try:
+        yield result
+    finally:
+        result.close()
+        sys.stdout = python_stdout
+        os.dup2(saved, 1)
+        os.close(saved)
 
-        return importlib.import_module(f"kit.{module}").cli(args)
-    return run
+
+def cmd_eval(args) -> int:
+    """kit eval / kit compare. With --json stdout carries the result alone: whatever else writes there meanwhile
+    (vLLM's logger writes to stdout, and so may its engine processes) goes to stderr."""
+    run = compare_cli if args.command == "compare" else eval_cli
+    if not args.json:
+        return run(args)
+    with _stdout_to_stderr() as args.result_out:
+        return run(args)
+
+
+def cmd_ui(args) -> int:
+    from kit.app import ui  # gradio takes seconds to import: only `kit ui` pays for it
+
+    return ui.cli(args)
 
 
 COMMANDS = {
     "list": cmd_list, "train": cmd_train, "show": cmd_show, "runs": cmd_runs, "fields": cmd_fields,
     "rewards": cmd_rewards, "plot": cmd_plot,
-    "eval": _delegate("evaluate"), "compare": _delegate("evaluate"), "fit": _delegate("fit"),
-    "bench": _delegate("bench"), "export": _delegate("export"), "ui": _delegate("ui"),
-    "doctor": _delegate("doctor"),
+    "eval": cmd_eval, "compare": cmd_eval, "fit": fit.cli, "bench": bench.cli, "export": export.cli, "ui": cmd_ui,
+    "doctor": doctor.cli,
 }
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ from typing import Any
 
 import yaml
 
-from kit import data, rewards
-from kit.errors import KitError, RecipeError  # noqa: F401  (re-exported: the kit imports them from here)
-
-
+from kit.errors import KitError, RecipeError  # noqa: F401  (KitError also importable from here, as older code does)
+from kit.task import data, rewards
 
 
 def _f(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,

@@ -73,7 +73,7 @@ def _tagged_line(proc: subprocess.CompletedProcess, tag: str, what: str) -> str:
 
 def _bench(recipe: str, overrides: list[str], out: Path, keep: Path | None, arch: dict | None, timeout: float):
     """kit bench in a child process (its own children train and generate); returns its JSON."""
-    code = ("import json, sys; from kit import bench; a = json.loads(sys.argv[1]); "
+    code = ("import json, sys; from kit.tools import bench; a = json.loads(sys.argv[1]); "
             "bench.run(a['recipe'], steps=3, overrides=a['overrides'], out=a['out'], arch_overrides=a['arch'], "
             "keep_run=a['keep'], gen_prompts=1)")
     args = {"recipe": str(ROOT / "recipes" / f"{recipe}.yaml"), "overrides": overrides, "out": str(out),
@@ -129,7 +129,7 @@ def _eval_and_chat(run: Path, timeout: float) -> dict:
     engine = next((line.split("answers from ", 1)[1] for line in (proc.stdout + proc.stderr).splitlines()
                    if "answers from " in line), None)
     code = ("import sys, time; from pathlib import Path; from kit import runs; from kit.recipe import load_recipe; "
-            "from kit.model import load_for_inference; from kit.generation import Generator; "
+            "from kit.models.loading import load_for_inference; from kit.models.engines import Generator; "
             "run = Path(sys.argv[1]); r = load_recipe(run / runs.RECIPE); "
             "m, t, v = load_for_inference(r, runs.latest_adapter(run)); g = Generator(m, t, v); t0 = time.time(); "
             "parts = list(g.stream([{'role': 'user', 'content': 'What is 12 + 30?'}], 24)); "
@@ -155,8 +155,8 @@ def _export(run: Path, out: Path, timeout: float) -> dict:
 
 def _predictions(gpu_gb: float) -> dict:
     """kit fit's estimate for each GPU bench step on a GPU of gpu_gb GiB (no GPU needed)."""
-    from kit import fit
-    from kit.model import Hardware, Plan
+    from kit.models import fit
+    from kit.models.plan import Hardware, Plan
     from kit.recipe import load_recipe
 
     hw = Hardware(cuda=True, name=f"{gpu_gb:g} GiB GPU", capability=(9, 0), total_gb=gpu_gb)

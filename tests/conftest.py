@@ -22,7 +22,7 @@ def _kit_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """One short end-to-end run of the embedded demo recipe, shared by the tests that read a run folder."""
-    from kit.train import train
+    from kit.train.flow import train
 
     out = tmp_path_factory.mktemp("runs")
     # 30 warm-up steps at 3e-3 (the demo: 600 at 1e-3) are enough for the model to write text
@@ -55,7 +55,7 @@ def smollm2_folder():
         if os.environ.get("KIT_REQUIRE_REAL") == "1":
             pytest.fail(f"KIT_REQUIRE_REAL=1 but {why}")
         pytest.skip(why)
-    from kit.model import model_path
+    from kit.models.catalog import model_path
 
     return Path(model_path("builtin:smollm2-135m"))
 

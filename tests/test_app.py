@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, plots, runs, views
-from kit.controller import OVERRIDE_FIELDS, Controller
-from kit.recipe import KitError, RecipeError, list_recipes, load_recipe
+from kit import runs
+from kit.app import views
+from kit.app.controller import OVERRIDE_FIELDS, Controller
+from kit.errors import KitError, RecipeError
+from kit.recipe import list_recipes, load_recipe
+from kit.runs import metrics, plots
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = list_recipes(ROOT / "recipes")
@@ -43,7 +46,7 @@ def ctl(tmp_path):
 
 
 def test_import_app_leaves_torch_out():
-    code = ("import sys, app, kit.ui, kit.controller, kit.chat, kit.views, kit.plots\n"
+    code = ("import sys, app, kit.app.ui, kit.app.controller, kit.app.chat, kit.app.views, kit.runs.plots\n"
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'matplotlib') if m in sys.modules]\n"
             "print(heavy)\nsys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -262,7 +265,7 @@ def test_stop_right_after_start_ends_stopped_not_failed(ctl):
     ("0.0.0.0", False, True), ("192.168.1.20", False, True), ("my-box.local", False, True), ("::", False, True),
 ])
 def test_login_is_required_beyond_loopback(host, share, needs):
-    from kit.controller import login_for
+    from kit.app.controller import login_for
 
     login = login_for(host, share, None, env={})
     assert (login is not None) == needs
@@ -273,7 +276,7 @@ def test_login_is_required_beyond_loopback(host, share, needs):
 
 
 def test_login_from_flag_or_environment():
-    from kit.controller import login_for
+    from kit.app.controller import login_for
 
     assert login_for("0.0.0.0", False, "ann:s3cret:with:colons", env={}) == ("ann", "s3cret:with:colons", False)
     assert login_for("0.0.0.0", False, None, env={"KIT_UI_AUTH": "bo:pw"}) == ("bo", "pw", False)

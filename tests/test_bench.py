@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from kit import bench
-from kit.recipe import KitError, load_recipe
+from kit.errors import KitError
+from kit.recipe import load_recipe
+from kit.tools import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
@@ -36,7 +37,7 @@ def test_random_model_loads_with_the_real_vocabulary_and_decodes_any_id(recipe):
     assert bench.build_random_model(r, SMALL) == folder  # cached
     published, _ = bench.model_config(r)
     config = AutoConfig.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)  # what kit.model does with a local folder
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # what kit.models.loading does with a local folder
     assert config.vocab_size == published["vocab_size"] == len(tokenizer)
     assert config.model_type == published["model_type"]
     assert json.loads((folder / "RANDOM_WEIGHTS.json").read_text())["overrides"] == SMALL

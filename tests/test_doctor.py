@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import cli, doctor
+from kit import cli
+from kit.tools import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +78,7 @@ def test_a_good_stack_has_no_problems():
 
 
 def test_doctor_imports_no_model_and_is_quick():
-    code = ("import sys, time; t = time.time(); from kit import doctor; doctor.report('recipes/demo.yaml'); "
+    code = ("import sys, time; t = time.time(); from kit.tools import doctor; doctor.report('recipes/demo.yaml'); "
             "assert 'peft' not in sys.modules and 'trl' not in sys.modules, 'loaded the training stack'; "
             "print(round(time.time() - t, 1))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

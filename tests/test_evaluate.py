@@ -9,10 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from kit import data
-from kit.evaluate import (Side, _saved, comparison, difference_interval, format_comparison, gain_split, majority,
-                          pass_at_k, score_answers, score_samples, write_results)
-from kit.recipe import KitError
+from kit.errors import KitError
+from kit.eval.evaluate import Side, _saved, write_results
+from kit.eval.scoring import (
+    comparison,
+    difference_interval,
+    format_comparison,
+    gain_split,
+    majority,
+    pass_at_k,
+    score_answers,
+    score_samples,
+)
+from kit.task import answers, data
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = data.questions("builtin:gsm8k-sample", "test", 3, shuffle=False)
@@ -22,7 +31,7 @@ def test_strict_lenient_and_format_on_real_rows():
     gold = [r["answer"] for r in ROWS]  # 18, 3, 70000 (Janet's ducks, robe fiber, house flipping)
     assert gold == ["18", "3", "70000"]
     completions = [
-        data.solution_to_completion(ROWS[0]["solution"]),          # right, in the layout
+        answers.solution_to_completion(ROWS[0]["solution"]),          # right, in the layout
         "2 bolts of blue plus 1 of white makes 3",                  # right, no layout: lenient only
         "<reasoning>\nflip\n</reasoning>\n<answer>\n$70,000\n</answer>\nso maybe 5",  # right answer, bad layout
     ]
@@ -185,7 +194,7 @@ def test_saved_results_are_reused_only_for_the_same_weights_items_and_settings(t
 
 def test_json_mode_keeps_stdout_for_the_result(capfd):
     """`--json`: what libraries and child processes print meanwhile (vLLM logs to stdout) lands on stderr."""
-    from kit.evaluate import _stdout_to_stderr
+    from kit.cli import _stdout_to_stderr
 
     with _stdout_to_stderr() as result:
         print("a library's log line")
@@ -222,7 +231,7 @@ def test_eval_and_compare_cli_write_results(demo_run):
     assert table["a"]["format_rate"] == 0.0
 
     # compare reuses a saved evaluation only for the same adapter weights: a run trained further is re-evaluated
-    from kit.evaluate import adapter_id
+    from kit.eval.evaluate import adapter_id
     from kit.runs import latest_adapter
 
     saved = json.loads((demo_run / "eval" / "trained-test.json").read_text())
@@ -281,7 +290,7 @@ def test_sampled_eval_of_a_stage_and_compare_of_two_checkpoints(demo_run, tmp_pa
 
 
 def test_held_out_panel_shows_pass_at_k_when_logged():
-    from kit import plots
+    from kit.runs import plots
 
     panel = next(p for p in plots.PANELS if p.title == "Held-out accuracy")
     records = [{"step": s, "run_step": 10 + s, "stage": "2-grpo", "eval/accuracy_strict": 0.5,

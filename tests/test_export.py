@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from kit import export, runs
-from kit.recipe import KitError
+from kit import runs
+from kit.errors import KitError
+from kit.tools import export
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """A short run of the tiny demo: 5 SFT steps are enough to move the LoRA B matrices off zero."""
-    from kit.train import train
+    from kit.train.flow import train
 
     out = tmp_path_factory.mktemp("export-runs")
     return train(ROOT / "recipes" / "demo.yaml", ["sft.max_steps=5", "grpo.max_steps=2", f"run.output_dir={out}"])
@@ -37,7 +38,7 @@ def test_lora_export_copies_adapter_and_reloads(demo_run, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.model import model_path
+    from kit.models.catalog import model_path
 
     out = export.export(demo_run, "lora", tmp_path / "lora")
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "recipe.yaml", "export.json"} <= {
@@ -55,7 +56,7 @@ def test_merged16_export_reloads_in_float16_and_matches_the_adapter(demo_run, tm
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.model import model_path
+    from kit.models.catalog import model_path
 
     out = export.cli(SimpleNamespace(run=str(demo_run), format="merged16", out=str(tmp_path / "m16"),
                                      quantization="q4_k_m"))
@@ -124,8 +125,8 @@ def _tiny_gguf(file: Path, eos: int, tokenizer_model: str | None = None):
 def _tiny_tokenizer_and_stops():
     from transformers import AutoTokenizer
 
-    from kit import stopping
-    from kit.model import model_path
+    from kit.models import stopping
+    from kit.models.catalog import model_path
 
     tokenizer = AutoTokenizer.from_pretrained(model_path("builtin:tiny"))
     return tokenizer, stopping.Stops("<eos>", tokenizer.eos_token_id, (tokenizer.eos_token_id,), None, ())

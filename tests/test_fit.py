@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from kit import fit
-from kit.model import Hardware, Plan
-from kit.recipe import KitError, list_recipes, load_recipe, recipe_from_dict
+from kit.errors import KitError
+from kit.models import catalog, fit
+from kit.models.plan import Hardware, Plan
+from kit.recipe import list_recipes, load_recipe, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 # the GPU recipes (the offline demos run builtin:tiny on a CPU)
@@ -47,7 +48,7 @@ def test_anchor_ordering_is_reproduced():
     assert values[0] > values[1] > values[2] and values[3] > values[0]
 
 
-CONFIGS = sorted((ROOT / "kit" / "configs").glob("*.json"))
+CONFIGS = sorted((ROOT / "kit" / "models" / "configs").glob("*.json"))
 VOCAB = {"Qwen2.5": 151936, "Llama-3.2": 128256, "gemma-3-1b": 262144, "Qwen3-1.7B": 151936, "SmolLM2": 49152}
 
 
@@ -102,12 +103,12 @@ def test_without_standby_vllm_share_adds_to_training(monkeypatch):
 
 def test_unknown_model_has_no_estimate_and_local_folder_does(tmp_path):
     assert fit.estimate(recipe_from_dict({"model": {"name": "someone/unknown-7b"}})) is None
-    cfg = json.loads((ROOT / "kit" / "configs" / "Qwen2.5-0.5B-Instruct.json").read_text())
+    cfg = json.loads((ROOT / "kit" / "models" / "configs" / "Qwen2.5-0.5B-Instruct.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     est = fit.estimate(recipe_from_dict({"model": {"name": str(tmp_path)}}))
     shipped = fit.estimate(recipe_from_dict({"model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}}))
     assert est.total_gb == shipped.total_gb
-    assert fit.config_path("unsloth/gemma-3-1b-it-unsloth-bnb-4bit").stem == "gemma-3-1b-it"
+    assert catalog.config_path("unsloth/gemma-3-1b-it-unsloth-bnb-4bit").stem == "gemma-3-1b-it"
 
 
 def test_suggest_finds_overrides_that_fit_and_validate():
@@ -141,9 +142,7 @@ def test_warn_if_too_big_prints_one_line_naming_the_biggest_term_and_a_fix(capsy
 
 
 def test_cli_prints_terms_and_verdict(capsys, monkeypatch):
-    import kit.model
-
-    monkeypatch.setattr(kit.model, "detect_hardware", lambda: Hardware(cuda=False))
+    monkeypatch.setattr(fit, "detect_hardware", lambda: Hardware(cuda=False))
     args = SimpleNamespace(recipe=str(ROOT / "recipes" / "qwen2.5-1.5b.yaml"), gpu_memory=None, overrides=[])
     assert fit.cli(args) == 0
     out = capsys.readouterr().out

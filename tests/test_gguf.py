@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from test_real import QUESTIONS, TURN_END  # the 8 chat prompts of the real-model tests; <|im_end|>
+from test_real import (  # the 8 chat prompts of the real-model tests; <|im_end|>
+    QUESTIONS,
+    TURN_END,
+)
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -43,8 +45,8 @@ def converter():
 @pytest.fixture(scope="module")
 def gguf_run(gemma_shaped, real_recipe, converter, tmp_path_factory):
     """A short run (SFT warm-up 4 steps, GRPO 1 step) and its merged16 export, the reference."""
-    from kit.export import export
-    from kit.train import train
+    from kit.tools.export import export
+    from kit.train.flow import train
 
     out = tmp_path_factory.mktemp("gguf-runs")
     recipe = real_recipe(gemma_shaped, name="gguf", sft={"max_steps": 4, "limit": 16, "per_device_train_batch_size": 4},
@@ -81,7 +83,7 @@ def reference(gguf_run):
 
 @pytest.fixture(scope="module")
 def f16(gguf_run, tmp_path_factory):
-    from kit.export import export
+    from kit.tools.export import export
 
     run, _ = gguf_run
     out = export(run, "gguf", tmp_path_factory.mktemp("gguf-f16") / "f16", "f16")
@@ -180,7 +182,7 @@ def test_metadata_holds_the_template_and_ends_at_the_turn(gguf_run, f16):
     modelfile = (out / "Modelfile").read_text().splitlines()
     assert f"FROM ./{info['file']}" in modelfile and (out / info["file"]).is_file()
     assert [line for line in modelfile if line.startswith("PARAMETER stop")] == [
-        'PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|endoftext|>"']  # kit.stopping's ids, turn end first
+        'PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|endoftext|>"']  # kit.models.stopping's ids, turn end first
     assert any(line.startswith('TEMPLATE """{{- range .Messages }}<|im_start|>') for line in modelfile)
     readme = (out / "README.md").read_text()
     assert f"| `{info['file']}` | f16 | {info['bytes'] / 1e6:.0f} MB |" in readme

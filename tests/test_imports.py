@@ -1,5 +1,5 @@
 """Heavy imports stay where they are needed: recipe, data, rewards, metrics, runs and the CLI import no torch,
-and only kit/model.py imports unsloth."""
+and only kit/models/model.py imports unsloth."""
 
 import ast
 import subprocess
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LIGHT = ["kit", "kit.recipe", "kit.data", "kit.rewards", "kit.metrics", "kit.runs", "kit.cli", "kit.evaluate",
-         "kit.fit", "app"]
+LIGHT = ["kit", "kit.recipe", "kit.task.data", "kit.task.rewards", "kit.runs.metrics", "kit.runs", "kit.cli", "kit.eval.evaluate",
+         "kit.models.fit", "app"]
 
 
 @pytest.mark.parametrize("module", LIGHT)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, runs
+from kit import runs
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -3,7 +3,8 @@
 import json
 import math
 
-from kit import metrics, runs
+from kit import runs
+from kit.runs import metrics
 
 
 def test_writer_appends_and_flushes_each_record(tmp_path):
@@ -48,7 +49,8 @@ def test_summary_is_replaced_atomically_and_status_sees_dead_processes(tmp_path)
 
 def test_open_run_rejects_folders_that_are_not_runs(tmp_path):
     import pytest
-    from kit.recipe import KitError
+
+    from kit.errors import KitError
 
     with pytest.raises(KitError, match="not a run folder"):
         runs.open_run(tmp_path)

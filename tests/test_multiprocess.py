@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, runs
+from kit import runs
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +54,9 @@ def test_multi_process_launch_needs_a_run_dir(tmp_path):
 
 
 def test_vllm_server_selects_trl_server_mode(tmp_path):
-    from kit.model import Hardware, plan
+    from kit.models.plan import Hardware, plan
     from kit.recipe import load_recipe
-    from kit.train import grpo_config
+    from kit.train.trl_args import grpo_config
 
     recipe = load_recipe(ROOT / "recipes" / "demo.yaml", ["model.vllm_server=http://localhost:8000"])
     cpu = plan(load_recipe(ROOT / "recipes" / "demo.yaml"), Hardware(cuda=False))  # plan refuses a server on CPU

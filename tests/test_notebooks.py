@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 import kit
-from kit import metrics, runs
+from kit import runs
 from kit.recipe import load_recipe
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTED = os.environ.get("KIT_TEST_NOTEBOOKS", "").split()
@@ -245,8 +246,8 @@ def test_a_run_left_running_by_a_session_on_another_machine_resumes(tmp_path):
     """What Drive holds after a Colab session ended mid-run: "running", on a host that is not this one. While that
     run's heartbeat is fresh it may still be training there, and --resume refuses, naming the host; once the
     heartbeat is older than 3 beats the machine is gone, and the notebook's --resume continues the run."""
-    from kit.recipe import KitError
-    from kit.train import train
+    from kit.errors import KitError
+    from kit.train.flow import train
 
     run = train(ROOT / "recipes" / "demo.yaml", ["sft.max_steps=4", "grpo.max_steps=2", "grpo.save_steps=1",
                                                  "eval.every_steps=0"], run_dir=tmp_path / "demo-colab")

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kit import cli, data, rewards, runs
-from kit.recipe import KitError, load_recipe
+from kit import cli, runs
+from kit.errors import KitError
+from kit.recipe import load_recipe
+from kit.task import answers, arithmetic, data, rewards
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "own-task"
@@ -47,7 +49,7 @@ def test_example_recipe_maps_its_fields_and_resolves_paths_from_its_folder(tmp_p
 
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory):
-    from kit.train import train
+    from kit.train.flow import train
 
     out = tmp_path_factory.mktemp("own-runs")
     return train(RECIPE, SHORT + [f"run.output_dir={out}", "run.report_to=tensorboard"])
@@ -81,7 +83,8 @@ def test_kit_show_tabulates_custom_rewards(own_run, capsys):
 
 @pytest.mark.slow
 def test_app_views_show_custom_rewards(own_run):
-    from kit import metrics, plots, views
+    from kit.app import views
+    from kit.runs import metrics, plots
 
     columns, rows, _ = views.completions_table(own_run, metrics.read_jsonl(own_run / runs.COMPLETIONS), None)
     assert {"brevity", "right_unit", "close_enough"} <= set(columns) and rows
@@ -106,7 +109,7 @@ def test_tensorboard_event_files_hold_the_reward_scalars(own_run):
 
 @pytest.mark.slow
 def test_resume_reads_the_copied_reward_file(own_run):
-    from kit.train import train
+    from kit.train.flow import train
 
     assert train(resume=own_run) == own_run  # every stage finished: reloads, finds the copy, keeps the adapter
     assert runs.read_summary(own_run)["status"] == "finished"
@@ -216,21 +219,21 @@ def test_solution_field_is_the_warm_up_target_and_its_own_answer(tmp_path):
     recipe = _task(tmp_path, rows_text, answer_format="gsm8k", solution_field="t")
     wrong, plain = data.questions(load_recipe(recipe).data, "train", shuffle=False)
     assert wrong["answer"] == "6" and wrong["solution_answer"] == "5"  # rewards see the gold, SFT the teacher
-    assert data.sft_target(wrong) == "<reasoning>\n2 + 3 = 5\n</reasoning>\n<answer>\n5\n</answer>"
-    assert plain["solution_answer"] == "2" and data.sft_target(plain, layout=False) == "one and one make two\nThe answer is 2."
+    assert answers.sft_target(wrong) == "<reasoning>\n2 + 3 = 5\n</reasoning>\n<answer>\n5\n</answer>"
+    assert plain["solution_answer"] == "2" and answers.sft_target(plain, layout=False) == "one and one make two\nThe answer is 2."
     no_field = data.questions(load_recipe(_task(tmp_path, rows_text, answer_format="gsm8k")).data, "train", shuffle=False)
     assert [r["solution_answer"] for r in no_field] == ["6", "2"] and no_field[0]["solution"].startswith("2 * 3")
 
 
 def test_the_demo_teacher_adds_instead_of_multiplying_on_some_questions():
-    rows = data.arithmetic_rows("train")
+    rows = arithmetic.arithmetic_rows("train")
     differ = [r for r in rows if r["teacher"] != r["answer"]]
     products = [r for r in rows if " * " in r["answer"]]
     assert all(" * " in r["answer"] for r in differ)  # it slips on multiplication only
-    assert abs(len(differ) / len(products) - data.TEACHER_SLIP) < 0.05
+    assert abs(len(differ) / len(products) - arithmetic.TEACHER_SLIP) < 0.05
     for r in differ:
         a, b = map(int, r["teacher"].split(" = ")[0].split(" + "))
-        assert r["answer"].startswith(f"{a} * {b} = ") and data.extract_hash_answer(r["teacher"]) == str(a + b)
+        assert r["answer"].startswith(f"{a} * {b} = ") and answers.extract_hash_answer(r["teacher"]) == str(a + b)
     demo = data.questions(load_recipe(ROOT / "recipes" / "demo.yaml").data, "train", shuffle=False)
     assert sum(r["solution_answer"] != r["answer"] for r in demo) > 400  # the demo's warm-up imitates it
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, runs
-from kit.rewards import correctness_reward
+from kit import runs
+from kit.runs import metrics
+from kit.task.rewards import correctness_reward
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -16,7 +17,7 @@ STAGES = ("stages=[{kind: sft, max_steps: 400}, {kind: grpo, max_steps: 3}, "
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
-    from kit.train import train
+    from kit.train.flow import train
 
     out = tmp_path_factory.mktemp("pipeline")
     # format_fraction 1: the warm-up writes the layout, so strict accuracy measures what was learnt
@@ -78,13 +79,13 @@ def test_held_out_accuracy_is_logged_and_above_the_random_base(pipeline_run):
 
 
 def _two_gsm8k_rows():
-    from kit import data
+    from kit.task import data
 
     return data.questions("builtin:gsm8k-sample", "train", limit=2, seed=0)
 
 
 def test_filter_keeps_correct_answers_once_each():
-    from kit.train import filter_answers
+    from kit.train.rejection import filter_answers
 
     a, b = _two_gsm8k_rows()
     right_a = f"<reasoning>\nsteps\n</reasoning>\n<answer>\n{a['answer']}\n</answer>"
@@ -97,7 +98,7 @@ def test_filter_keeps_correct_answers_once_each():
 
 
 def test_judge_filters_after_correctness():
-    from kit.train import filter_answers
+    from kit.train.rejection import filter_answers
 
     a, b = _two_gsm8k_rows()
     seen = []
@@ -116,9 +117,9 @@ def test_judge_filters_after_correctness():
 
 def test_judge_loads_through_the_real_path_and_answers_yes_or_no(monkeypatch):
     from kit.recipe import StageSpec
-    from kit.train import _load_judge
+    from kit.train.rejection import load_judge
 
-    approve = _load_judge(StageSpec(kind="rejection_sft", judge="builtin:tiny"))
+    approve = load_judge(StageSpec(kind="rejection_sft", judge="builtin:tiny"))
     a, _ = _two_gsm8k_rows()
     verdict = approve(a["question"], f"<answer>{a['answer']}</answer>", StageSpec.judge_prompt)
     assert verdict in (True, False)

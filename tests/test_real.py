@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, runs
+from kit import runs
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -73,7 +74,7 @@ def test_builtin_smollm2_is_the_release_converted_once(smollm2_folder):
     from safetensors import safe_open
     from transformers import AutoTokenizer, GenerationConfig
 
-    from kit.model import model_path
+    from kit.models.catalog import model_path
 
     tok = AutoTokenizer.from_pretrained(smollm2_folder)
     assert (tok.eos_token, tok.bos_token, tok.pad_token, tok.unk_token) == \
@@ -98,13 +99,13 @@ def _prompts(tokenizer):
 
 
 def test_gemma_shaped_model_runs_past_its_turn_unless_the_kit_stops_it(gemma_shaped, real_recipe):
-    """Control: HF generate with the tokenizer's eos (what kit/generation.py did, and TRL's HF rollouts do) invents
+    """Control: HF generate with the tokenizer's eos (what kit/models/generation.py did, and TRL's HF rollouts do) invents
     new turns. The kit's Generator, greedy and sampled (eval, chat, rejection sampling), never does."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.generation import Generator
-    from kit.model import load_for_inference
+    from kit.models.engines import Generator
+    from kit.models.loading import load_for_inference
     from kit.recipe import load_recipe
 
     tok = AutoTokenizer.from_pretrained(gemma_shaped)
@@ -135,10 +136,11 @@ def test_sft_targets_end_with_the_turn_end_token(gemma_shaped, real_recipe, tmp_
     """The warm-up's targets, as TRL tokenizes them, close with <|im_end|>: the model learns to stop there."""
     from trl import SFTConfig, SFTTrainer
 
-    from kit import data
-    from kit.model import load, plan
+    from kit.models.loading import load
+    from kit.models.plan import plan
     from kit.recipe import load_recipe
-    from kit.train import sft_dataset
+    from kit.task import data
+    from kit.train.stages import sft_dataset
 
     recipe = load_recipe(real_recipe(gemma_shaped, name="sft-targets"))
     model, tokenizer = load(recipe, plan(recipe), seed=0)
@@ -217,7 +219,7 @@ def test_kit_eval_strict_lenient_pass_at_k_and_compare(real_run):
 
 
 def test_chat_streams_the_trained_checkpoint_and_stops_at_the_turn(real_run):
-    from kit.chat import ChatSession
+    from kit.app.chat import ChatSession
 
     run, _ = real_run
     session = ChatSession.load(run)
@@ -236,9 +238,9 @@ def test_export_lora_and_merged16_reload_and_give_the_adapters_greedy_tokens(rea
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.export import export
-    from kit.model import load_for_inference
+    from kit.models.loading import load_for_inference
     from kit.recipe import load_recipe
+    from kit.tools.export import export
 
     run, _ = real_run
     lora = export(run, "lora", tmp_path / "lora")
@@ -276,8 +278,15 @@ def test_app_chats_with_the_real_trained_checkpoint(real_run, tmp_path):
     import shutil
     import time
 
-    from test_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _free_port, _missing, _wait_for_port,
-                              _wait_text)
+    from test_browser import (
+        ARTIFACTS,
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        _free_port,
+        _missing,
+        _wait_for_port,
+        _wait_text,
+    )
 
     try:
         from playwright.sync_api import sync_playwright

@@ -4,16 +4,15 @@ KIT_REQUIRE_REAL=1): a GRPO run with TRL's colocated vLLM engine on SmolLM2 in t
 through the kit's own engine; and the merged16 export loaded in vLLM, giving the adapter's greedy tokens."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-from kit import metrics, runs
 from test_real import COMPLETION, OTHER_EOS, QUESTIONS, TURN_END, _invented
 from test_vllm import _env, needs_vllm
+
+from kit import runs
+from kit.runs import metrics
 
 pytestmark = [pytest.mark.real, pytest.mark.vllm, pytest.mark.slow, needs_vllm]
 
@@ -93,9 +92,9 @@ def test_merged16_export_in_vllm_gives_the_adapters_greedy_tokens(vllm_run, tmp_
     import torch
     from transformers import AutoTokenizer
 
-    from kit.export import export
-    from kit.model import load_for_inference
+    from kit.models.loading import load_for_inference
     from kit.recipe import load_recipe
+    from kit.tools.export import export
 
     run, _, _ = vllm_run
     merged = export(run, "merged16", tmp_path / "merged16")

@@ -5,8 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from kit.recipe import (DEFAULT_REWARDS, Recipe, RecipeError, field_help, iter_fields, list_recipes, load_recipe,
-                        recipe_to_dict, save_recipe)
+from kit.recipe import (
+    DEFAULT_REWARDS,
+    Recipe,
+    RecipeError,
+    field_help,
+    iter_fields,
+    list_recipes,
+    load_recipe,
+    recipe_to_dict,
+    save_recipe,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = list_recipes(ROOT / "recipes")

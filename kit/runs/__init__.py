@@ -25,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from kit.recipe import KitError
+from kit.errors import KitError
 
 RECIPE, SUMMARY, METRICS, COMPLETIONS = "recipe.yaml", "summary.json", "metrics.jsonl", "completions.jsonl"
 LOG, ADAPTER, STAGES, EVAL = "train.log", "adapter", "stages", "eval"

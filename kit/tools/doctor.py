@@ -18,6 +18,13 @@ import shutil
 import subprocess
 import sys
 
+from kit.errors import KitError
+from kit.models import compat, fit
+from kit.models.plan import detect_hardware
+from kit.models.plan import plan as make_plan
+from kit.models.stopping import describe_model
+from kit.recipe import load_recipe
+
 # Distributions whose versions decide whether a run works; "vllm" is found under either of its distribution names.
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "unsloth", "unsloth_zoo", "vllm",
             "bitsandbytes", "xformers", "triton", "gradio", "tensorboard")
@@ -65,8 +72,6 @@ def facts() -> dict:
         else:
             info["torch_cuda"] = torch.version.cuda
             if torch.cuda.is_available():
-                from kit.model import detect_hardware
-
                 hw = detect_hardware()
                 info["gpu"] = {"name": hw.name, "total_gb": round(hw.total_gb, 1), "capability": hw.capability,
                                "bf16": hw.bf16, "count": torch.cuda.device_count()}
@@ -76,17 +81,13 @@ def facts() -> dict:
 
 
 def _tested(info: dict) -> str | None:
-    """The tested profile these packages are (kit.compat names it: the one place that compares versions)."""
-    from kit import compat
-
+    """The tested profile these packages are (kit.models.compat names it: the one place that compares versions)."""
     name = compat.profile_of(info["versions"])
     return name if name in compat.PROFILES else None
 
 
 def profile(info: dict) -> str:
     """The install profile (docs/install.md) these packages match, with the extras in use."""
-    from kit import compat
-
     v, profiles, name = info["versions"], compat.PROFILES, _tested(info)
     extras = "gpu+vllm" if v["unsloth"] and v["vllm"] else "gpu" if v["unsloth"] else \
         "vllm, no unsloth" if v["vllm"] else "cpu: transformers + PEFT"
@@ -103,7 +104,6 @@ def problems(info: dict) -> list[tuple[str, str]]:
     for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets"):
         if v[name] is None:
             out.append((f"{name} is not installed", "pip install -e ."))
-    from kit import compat
 
     profiles, gpu_pins, tested = compat.PROFILES, compat.GPU_PINS, _tested(info)
     if tested is None and v["transformers"] and v["trl"]:
@@ -216,14 +216,10 @@ def report(recipe_path: str | None = None, overrides: list[str] = ()) -> str:
 
 
 def _recipe_lines(path: str, overrides: list[str], info: dict) -> list[str]:
-    from kit import fit
-    from kit.recipe import KitError, load_recipe
-
     recipe = load_recipe(path, overrides)  # an unreadable recipe is the user's error: exit 2 with its line
     lines = [f"recipe        {path}  ({recipe.model.name})"]
     if not info["versions"]["torch"] or info.get("torch_error"):
         return lines + ["plan          - (torch does not import)"]
-    from kit.model import plan as make_plan
 
     try:
         p = make_plan(recipe)
@@ -232,7 +228,6 @@ def _recipe_lines(path: str, overrides: list[str], info: dict) -> list[str]:
     lines.append(f"plan          backend {p.backend} | {'4-bit' if p.load_in_4bit else p.dtype} | "
                  f"{'vLLM' if p.fast_inference else 'HF'} generation | optim {p.optim} | {p.hardware.name}")
     lines += [f"note          {n}" for n in p.notes]
-    from kit.stopping import describe_model
 
     lines.append(f"turn end      {describe_model(recipe.model.name)}")
     gpu_gb, name = (p.hardware.total_gb, p.hardware.name) if p.hardware.cuda else (fit.T4_GIB, "a 16 GB GPU, as the recipe asks")

@@ -20,9 +20,9 @@ Importing this module imports no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from kit.errors import KitError
+from kit.models import catalog, smollm2
 
 MARK = "KITTURNMARK"  # the assistant's content in the probe conversation: plain text in every tokenizer
 
@@ -107,33 +107,14 @@ def stop_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
-def documented(name: str) -> dict | None:
-    """The documented stop tokens of a recipe model (kit/assets/turn_ends.json), matched as `kit fit` matches
-    configs; None when the kit documents none."""
-    import json
-
-    from kit import fit
-
-    key = "SmolLM2-135M-Instruct" if name == "builtin:smollm2-135m" else None
-    if key is None:
-        path = fit.config_path(name)
-        key = path.stem if path is not None else None
-    table = json.loads((Path(__file__).resolve().parent / "assets" / "turn_ends.json").read_text())
-    return table.get(key) if key else None
-
-
 def describe_model(name: str) -> str:
     """`kit doctor RECIPE`'s turn-end line: looked up in the model's own tokenizer and generation_config where they
     are on this machine (a local folder, a built-in model already built, the Hugging Face cache), else what the kit
     documents for it, said as such. Loads no weights."""
-    from kit import model as kit_model
-
     folder = None
-    if name == kit_model.TINY:
-        folder = kit_model.model_path(name)  # built in seconds
-    elif name == kit_model.SMOLLM2:
-        from kit import smollm2
-
+    if name == catalog.TINY:
+        folder = catalog.model_path(name)  # built in seconds
+    elif name == catalog.SMOLLM2:
         try:
             built = smollm2.cache_path()
             folder = str(built) if (built / "config.json").is_file() else None
@@ -153,9 +134,9 @@ def describe_model(name: str) -> str:
             return stops(tokenizer, config).describe(tokenizer)
         except (OSError, ValueError):
             pass
-    doc = documented(name)
+    doc = catalog.documented_stops(name)
     if doc is None:
         return "unknown: the tokenizer is not on this machine and the kit documents none for this model"
-    return (f"{doc['turn_end']} (id {doc['turn_end_id']}), as documented (kit/assets/turn_ends.json; the tokenizer "
+    return (f"{doc['turn_end']} (id {doc['turn_end_id']}), as documented (kit/models/turn_ends.json; the tokenizer "
             f"is not on this machine to look): generation_config eos {doc['generation_config_eos']}, tokenizer eos "
             f"{doc['tokenizer_eos']}")

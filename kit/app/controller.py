@@ -1,5 +1,5 @@
 """What the app does, without the app: start and stop training subprocesses, validate overrides, keep one owner of
-the GPU, load and unload the chat model. Plain Python, so tests drive it without a browser; kit/ui.py only wires it
+the GPU, load and unload the chat model. Plain Python, so tests drive it without a browser; kit/app/ui.py only wires it
 to Gradio widgets.
 
 Config flows one way: the app picks a recipe file and passes it, with a few `section.field=value` overrides that
@@ -20,8 +20,9 @@ import threading
 from pathlib import Path
 
 from kit import runs
-from kit.chat import ChatSession
-from kit.recipe import KitError, Recipe, RecipeError, list_recipes, load_recipe
+from kit.app.chat import ChatSession
+from kit.errors import KitError, RecipeError
+from kit.recipe import Recipe, list_recipes, load_recipe
 
 KIT_ROOT = Path(__file__).resolve().parent.parent  # put on the subprocess's PYTHONPATH: it trains with this kit
 

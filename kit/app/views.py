@@ -1,6 +1,6 @@
 """What the app shows, as plain text and tables: recipe summaries, the runs table, a run's details, the curves'
 status line, the latest completions. Pure functions of a recipe or a run folder (tests call them directly);
-kit/ui.py puts them into Gradio widgets. No torch here.
+kit/app/ui.py puts them into Gradio widgets. No torch here.
 """
 
 from __future__ import annotations
@@ -8,8 +8,12 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from kit import data, metrics, runs
-from kit.recipe import KitError, Recipe, iter_fields, load_recipe
+from kit import runs
+from kit.errors import KitError
+from kit.models import fit
+from kit.recipe import Recipe, iter_fields, load_recipe
+from kit.runs import metrics
+from kit.task import answers
 
 MAX_COMPLETION_ROWS = 16
 
@@ -27,13 +31,7 @@ def num(value, digits: int = 3) -> str:
 
 
 def expected_vram(recipe: Recipe) -> str:
-    """kit.fit's peak-VRAM estimate, or "-" when the architecture is unknown (or kit.fit is absent)."""
-    try:
-        from kit import fit
-    except ModuleNotFoundError as e:
-        if e.name != "kit.fit":
-            raise
-        return "-"
+    """kit.models.fit's peak-VRAM estimate, or "-" when the architecture is unknown."""
     try:
         est = fit.estimate(recipe)
     except KitError as e:
@@ -226,7 +224,7 @@ def chat_status(ctl) -> str:
 
 def answer_line(text: str) -> str:
     """What kit.data.extract_answer (the rewards' and evaluation's extractor) reads out of an answer."""
-    found = data.extract_answer(text)
+    found = answers.extract_answer(text)
     if found is None:
         return "extracted answer: none (no single number inside an &lt;answer&gt; block)"
     return f"extracted answer: **{html.escape(found)}**"

@@ -13,6 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from kit.recipe import DEFAULT_SYSTEM_PROMPT
+from kit.task import answers, arithmetic, data
+
 VERSION = "v1"  # bump when anything below changes: the cache folder is keyed by it
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -64,12 +67,9 @@ def tiny_path() -> Path:
 
 
 def _corpus() -> list[str]:
-    from kit import data
-    from kit.recipe import DEFAULT_SYSTEM_PROMPT
-
     texts = [DEFAULT_SYSTEM_PROMPT]
-    for row in data.arithmetic_rows("train"):
-        texts += [row["question"], data.solution_to_completion(row["answer"])]
+    for row in arithmetic.arithmetic_rows("train"):
+        texts += [row["question"], answers.solution_to_completion(row["answer"])]
     for row in data.load_rows("builtin:gsm8k-sample", "train"):
         texts += [row["question"], row["answer"]]
     return texts
@@ -78,7 +78,14 @@ def _corpus() -> list[str]:
 def build(path: Path, seed: int = 0) -> None:
     """Write a tokenizer and a randomly initialised model to `path` (same bytes every time)."""
     import torch
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())

@@ -23,8 +23,9 @@ import traceback
 import types
 from pathlib import Path
 
-from kit.data import ANSWER_BLOCK, answers_match, extract_answer
 from kit.errors import KitError, RecipeError
+from kit.task.answers import ANSWER_BLOCK, answers_match, extract_answer
+from kit.task.data import to_prompt
 
 # One <reasoning> block then one <answer> block, each on its own lines, nothing else around them.
 _TAG_FREE = r"(?:(?!</?(?:reasoning|answer)>).)+?"
@@ -312,7 +313,6 @@ def reward_functions(recipe) -> list:
 def sample_batch(row: dict, system_prompt: str) -> dict:
     """What GRPOTrainer passes a reward, for three completions of one of the task's questions: the correct answer
     in the layout, an empty answer, and plain prose. Chat prompts, so completions are message lists."""
-    from kit.data import to_prompt
 
     texts = [f"<reasoning>\nworking\n</reasoning>\n<answer>\n{row['answer']}\n</answer>", "",
              f"I think the answer is {row['answer']}."]

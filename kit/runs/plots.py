@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit import metrics, runs
-from kit.recipe import KitError
+from kit import runs
+from kit.runs import metrics
+from kit.errors import KitError
 
 # The one line the app and `kit show` print under the curves.
 LOSS_NOTE = ("GRPO's loss is not a progress signal: it is about 0 by construction (advantages are centred within "
@@ -48,7 +49,7 @@ PANELS = (
 
 
 def _stage_kind(record: dict) -> str:
-    # Stage names are "<index>-<kind>" (kit/train.py); rejection_sft fine-tunes like sft.
+    # Stage names are "<index>-<kind>" (kit/train/train.py); rejection_sft fine-tunes like sft.
     kind = str(record.get("stage", "")).split("-", 1)[-1]
     return "sft" if kind in ("sft", "rejection_sft") else kind
 

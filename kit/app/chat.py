@@ -18,8 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from kit import data, runs
-from kit.recipe import KitError, Recipe, load_recipe
+from kit import runs
+from kit.errors import KitError
+from kit.models.engines import Generator
+from kit.models.loading import load_for_inference
+from kit.recipe import Recipe, load_recipe
+from kit.task import answers, data
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class Answer:
 
 
 def answer_of(text: str) -> Answer:
-    return Answer(text, data.extract_answer(text))
+    return Answer(text, answers.extract_answer(text))
 
 
 class ChatSession:
@@ -56,8 +60,6 @@ class ChatSession:
             recipe, label = load_recipe(run / runs.RECIPE), f"{run.name} (trained adapter)"
         else:
             recipe, adapter, label = load_recipe(source), None, f"{source.stem} base model"
-        from kit.generation import Generator
-        from kit.model import load_for_inference
 
         model, tokenizer, lora_request = load_for_inference(recipe, adapter)
         # The chat template gets what training used (e.g. Qwen3's enable_thinking), so chat prompts match rollouts.

@@ -10,7 +10,12 @@ from typing import Callable
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from kit.metrics import JsonlWriter
+from kit.eval.evaluate import evaluate
+from kit.models import compat
+from kit.models.engines import Generator
+from kit.runs.metrics import JsonlWriter
+from kit.task import data
+from kit.train import killpoints
 
 
 class StopFlag:
@@ -47,7 +52,7 @@ class StopCallback(TrainerCallback):
 
 class MetricsCallback(TrainerCallback):
     """One JSON object per log event: `step` (the stage's), `run_step` (across stages), wall `time`, `stage`, and
-    TRL's keys verbatim (a GRPO `step_time` that this TRL does not log is filled in: kit.compat.fill_step_time)."""
+    TRL's keys verbatim (a GRPO `step_time` that this TRL does not log is filled in: kit.models.compat.fill_step_time)."""
 
     def __init__(self, writer: JsonlWriter, stage: str, offset: int, on_step: Callable[[int], None]):
         self.writer, self.stage, self.offset, self.on_step = writer, stage, offset, on_step
@@ -55,8 +60,6 @@ class MetricsCallback(TrainerCallback):
         self._step_t0, self._step_s = None, None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        from kit import compat
-
         logs = dict(logs or {})
         if "total_flos" in logs or "train_runtime" in logs:  # the end-of-training summary line
             return
@@ -109,17 +112,11 @@ class EvalCallback(TrainerCallback):
     from K sampled answers per question."""
 
     def __init__(self, recipe, tokenizer, writer: JsonlWriter, stage: str, offset: int, scratch: str):
-        from kit import data
-
         self.scratch = scratch
         self.recipe, self.tokenizer, self.writer, self.stage, self.offset = recipe, tokenizer, writer, stage, offset
         self.rows = data.questions(recipe.data, recipe.eval.split, recipe.eval.during_limit, shuffle=False)
 
     def _evaluate(self, model, step: int) -> None:
-        from kit import data
-        from kit.evaluate import evaluate
-        from kit.generation import Generator
-
         e = self.recipe.eval
         gen = Generator.of_training_model(model, self.tokenizer, Path(self.scratch),
                                           data.template_kwargs(self.recipe.data))
@@ -137,7 +134,6 @@ class EvalCallback(TrainerCallback):
             record.update({"eval/pass@1": summary["pass@1"], f"eval/pass@{k}": summary[f"pass@{k}"],
                            "eval/samples": k})
             line += f", pass@1 {summary['pass@1']:.1%}, pass@{k} {summary[f'pass@{k}']:.1%} (strict)"
-        from kit import killpoints
 
         killpoints.reached("eval", f"{self.stage}/{step}")  # test-only: answers scored, not yet logged
         self.writer.write(record)

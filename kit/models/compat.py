@@ -124,7 +124,7 @@ def render_prompts(template_kwargs: dict) -> bool:
 
 def causal_lm_inputs(tokenizer) -> None:
     """Make the tokenizer return only what a causal LM's `generate` accepts. A plain PreTrainedTokenizerFast in
-    transformers 4.x also returns `token_type_ids`, which TRL 0.22 and kit.generation pass on to `generate`, and
+    transformers 4.x also returns `token_type_ids`, which TRL 0.22 and kit.models.engines pass on to `generate`, and
     `generate` rejects them; 5.x does not return them. Kept in init_kwargs, so the tokenizer the kit saves beside an
     adapter or export loads the same way."""
     names = list(tokenizer.model_input_names)

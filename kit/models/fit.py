@@ -14,7 +14,7 @@ The estimate adds up the terms that are alive at the memory peak of one GRPO ste
   activations       with gradient checkpointing: each layer's input (PEFT keeps them on the GPU; Unsloth's
                     variant offloads them to CPU RAM) plus one layer recomputed in the backward pass
   vLLM              gpu_memory_utilization x GPU: vLLM reserves it up front for weights + KV cache. With
-                    UNSLOTH_VLLM_STANDBY (kit.model sets it) the KV cache is freed while training and the weights
+                    UNSLOTH_VLLM_STANDBY (kit.models.loading sets it) the KV cache is freed while training and the weights
                     are shared, so generation and training peak separately and the larger one counts.
   allocator slack   cuBLAS workspaces and fragmentation inside PyTorch's caching allocator
   CUDA context      outside PyTorch's allocator: nvidia-smi shows it, torch.cuda.max_memory_reserved() doesn't
@@ -36,9 +36,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.recipe import KitError, Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
+from kit.errors import KitError
+from kit.models import catalog, tiny
+from kit.models.plan import detect_hardware
+from kit.models.plan import plan as make_plan
+from kit.recipe import (
+    Recipe,
+    apply_overrides,
+    load_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+)
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
 GIB = 2**30
 T4_GIB = 14.74            # what CUDA reports for a "16 GB" Tesla T4 (total_memory / 2**30)
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)   # 4-bit values + 8-bit absmax per 64 + fp32 scale per 256 blocks
@@ -117,32 +126,11 @@ class Arch:
         return self.layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
 
 
-def config_path(name: str) -> Path | None:
-    """The shipped config for a hub id (matched on its last path part, case-insensitive, ignoring -bnb-4bit
-    suffixes), or a local folder's config.json; None when unknown."""
-    if name == "builtin:tiny":
-        return None
-    if name == "builtin:smollm2-135m":  # converted locally from its GGUF: the release's architecture
-        return CONFIGS / "SmolLM2-135M-Instruct.json"
-    local = Path(name) / "config.json"
-    if local.is_file():
-        return local
-    stem = name.rstrip("/").rsplit("/", 1)[-1].lower()
-    for suffix in ("-unsloth-bnb-4bit", "-bnb-4bit"):
-        stem = stem.removesuffix(suffix)
-    for path in CONFIGS.glob("*.json"):
-        if path.stem.lower() == stem:
-            return path
-    return None
-
-
 def arch_of(name: str) -> Arch | None:
     """Architecture of a recipe's model.name, or None when this kit has no config for it."""
-    if name == "builtin:tiny":
-        from kit.tiny import ARCH, TAGS
-
-        return Arch.from_config(dict(ARCH, model_type="llama", vocab_size=640 + len(TAGS)))  # BPE 640 + tags
-    path = config_path(name)
+    if name == catalog.TINY:
+        return Arch.from_config(dict(tiny.ARCH, model_type="llama", vocab_size=640 + len(tiny.TAGS)))  # BPE + tags
+    path = catalog.config_path(name)
     if path is None:
         return None
     try:
@@ -157,7 +145,7 @@ def arch_of(name: str) -> Arch | None:
 
 @dataclass(frozen=True)
 class Setup:
-    """The choices memory depends on: from a kit.model.Plan when there is one, else the recipe as written on a
+    """The choices memory depends on: from a kit.models.plan.Plan when there is one, else the recipe as written on a
     CUDA GPU with Unsloth (and vLLM where the recipe asks for it) installed."""
     backend: str
     load_in_4bit: bool
@@ -168,7 +156,7 @@ class Setup:
 
     @classmethod
     def of(cls, recipe: Recipe, plan=None) -> "Setup":
-        standby = os.environ.get("UNSLOTH_VLLM_STANDBY", "1") != "0"  # kit.model sets it to 1 unless told
+        standby = os.environ.get("UNSLOTH_VLLM_STANDBY", "1") != "0"  # kit.models.loading sets it to 1 unless told
         if plan is not None:
             act = 4 if plan.dtype == "float32" else 2
             # standby is Unsloth's: TRL's colocated engine (transformers backend) keeps its share while training
@@ -404,8 +392,6 @@ def cli(args) -> int:
             raise KitError(f"--gpu-memory: {args.gpu_memory:g} is not a GPU size; give GiB, e.g. --gpu-memory 24")
         gpu_gb, gpu_name = float(args.gpu_memory), "--gpu-memory"
     else:
-        from kit.model import detect_hardware, plan as make_plan
-
         hw = detect_hardware()
         if hw.cuda:
             plan = make_plan(recipe, hw)
@@ -416,7 +402,7 @@ def cli(args) -> int:
                     "give another size with --gpu-memory GB")
     est = estimate(recipe, gpu_gb, plan, gpu_name)
     if est is None:
-        raise KitError(f"model.name: no config for {recipe.model.name!r} in kit/configs/ and it is not a local "
+        raise KitError(f"model.name: no config for {recipe.model.name!r} in kit/models/configs/ and it is not a local "
                        "folder with a config.json, so its memory can't be estimated")
     print(f"recipe   {args.recipe}  ({recipe.model.name})")
     print(f"setup    {est.setup}" + ("" if plan else " (as the recipe asks, on a CUDA GPU with Unsloth)"))

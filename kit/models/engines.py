@@ -7,10 +7,17 @@ texts decoded by the model's tokenizer, so result files do not depend on which e
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from pathlib import Path
 from typing import Callable, Iterator
+
+from kit.errors import KitError
+from kit.models.catalog import model_path
+from kit.models.plan import Hardware, Plan
+from kit.models.stopping import stop_ids
+from kit.recipe import ModelSpec
 
 
 class VLLMEngine:
@@ -75,7 +82,7 @@ def attached_engine(model) -> VLLMEngine | None:
 class Generator:
     """Generate answers to chat prompts (lists of messages).
 
-    `lora_request`: the third thing kit.model.load_for_inference returns. Unsloth + vLLM: the LoRA request that
+    `lora_request`: the third thing kit.models.loading.load_for_inference returns. Unsloth + vLLM: the LoRA request that
     selects the adapter; transformers + vLLM: a VLLMEngine (the model's merged weights are loaded into it before it
     answers). `use_adapter(False)` answers with the base model (PEFT adapters disabled / no lora_request / base
     weights loaded), which is how "compare" puts base and trained side by side with one model in memory.
@@ -89,10 +96,8 @@ class Generator:
         self.use_vllm = self.engine is not None or (hasattr(model, "fast_generate")
                                                     and getattr(model, "vllm_engine", None) is not None)
         self._adapter_on = True
-        from kit.stopping import stop_ids
-
         # Where every answer ends, on every engine: the turn-end token and the model's other eos ids
-        # (kit.stopping.prepare put them in the model's generation_config when it was loaded).
+        # (kit.models.stopping.prepare put them in the model's generation_config when it was loaded).
         self.stop_ids = stop_ids(model, tokenizer)
 
     @property
@@ -237,3 +242,63 @@ class Generator:
         thread.join()
         if error:
             raise error[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Starting vLLM in this process
+
+
+def vllm_environment(hw: Hardware) -> None:
+    """What vLLM's CPU build needs on a small machine, set before an engine starts (values already set are kept),
+    and the one work-around of vLLM internals the kit carries (below)."""
+    if hw.cuda:
+        return
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")       # GiB of KV cache; the default 4 is a small box's RAM
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # the default keeps a core free: half of 2 cores
+    _keep_vllm_cpu_weights()
+
+
+def _keep_vllm_cpu_weights() -> None:
+    """Work-around (vLLM CPU build 0.32): after loading, vLLM repacks each linear layer's weight for its oneDNN /
+    SGL kernels and replaces the Parameter by an empty one without `weight_loader` (the LM head keeps its weight
+    but computes from the packed copy). Weights loaded later (TRL's sync after each step, the kit's adapter) then
+    fail with `'Parameter' object has no attribute 'weight_loader'` or are silently ignored. Which layers get packed
+    depends on the CPU (AVX-512 BF16 / AMX) and dtype. So on CPU every unquantized linear layer computes with
+    torch's F.linear on its own weight. tests/test_vllm.py (weight sync) fails if this stops working."""
+    import torch
+    from vllm.model_executor.layers import utils as vllm_layer_utils
+
+    if not hasattr(vllm_layer_utils, "dispatch_cpu_unquantized_gemm"):
+        raise KitError("vLLM's CPU build changed (no vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm): "
+                       "the kit cannot load trained weights into it; use the CPU build named in docs/install.md")
+
+    def plain_linear(layer, remove_weight: bool) -> None:
+        layer.cpu_linear = torch.nn.functional.linear
+
+    vllm_layer_utils.dispatch_cpu_unquantized_gemm = plain_linear
+
+
+def vllm_dtype(p: Plan) -> str:
+    """vLLM's dtype: the plan's on a GPU; bfloat16 on CPU, which is what TRL's colocated engine runs there (vLLM
+    downcasts float32 checkpoints on CPU), so evaluation answers like the engine that generated the rollouts."""
+    return p.dtype if p.hardware.cuda else "bfloat16"
+
+
+def start_vllm(m: ModelSpec, p: Plan):
+    """A vLLM engine in this process, set up as TRL's colocate mode does (external_launcher: the model lives in this
+    process, so the trained weights can be loaded into it). Used for evaluation, chat and sampling on the
+    transformers backend; during GRPO training TRL's own colocated engine is used instead."""
+    import socket
+
+    vllm_environment(p.hardware)
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    if not os.environ.get("MASTER_PORT"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    from vllm import LLM
+
+    return LLM(model=model_path(m.name), dtype=vllm_dtype(p), gpu_memory_utilization=m.gpu_memory_utilization,
+               max_model_len=m.max_seq_length, max_num_batched_tokens=max(4096, m.max_seq_length),
+               distributed_executor_backend="external_launcher", seed=0)

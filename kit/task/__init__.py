@@ -1,0 +1,1 @@
+"""The task: questions and gold answers (data sources, builtin tasks), the one answer extractor, rewards."""
