@@ -98,7 +98,7 @@ test-real: $(VENV)/.dev $(VENV)/.real $(VLLM_VENV)/.real
 	    VLLM_CPU_NUM_OF_RESERVED_CPU=0 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "real and vllm"
 
 # The first GPU run of the kit (scripts/gpu_check.py: bench, fit, eval, chat, export on random weights; <= 10 min
-# on the lent H200). There, .whl is a copy of /work/shared/gpu/wheels (no network): installed first if needed.
+# on one H100/H200). There, .whl is a folder of the wheels it needs (no network there): installed first if needed.
 # Without CUDA it runs its CPU half. GPU_PYTHON=python3 (the GPU machine): that interpreter, nothing else installed
 # but .whl; none given: .venv's, made first as for `make test` (a fresh clone has no .venv).
 GPU_PYTHON ?=
@@ -114,7 +114,7 @@ gpu-check: $(if $(GPU_PYTHON),,$(VENV)/.core)
 install: $(VENV)/.core
 
 # Unsloth (+ bitsandbytes) for a CUDA GPU; vLLM too: pip install -c profiles/<main|t4>-gpu.txt -e '.[gpu,vllm]'
-# (README "Install profiles").
+# (docs/install.md).
 install-gpu: $(VENV)/.core
 	$(BIN)/pip install -q -c profiles/$(PROFILE).txt -e '.[gpu]'
 

@@ -1,6 +1,6 @@
 """Does the demo's GRPO make the tiny model reason better? Trains a demo recipe, then compares its SFT stage with
 the final adapter on held-out questions (`kit compare <run>/stages/<sft stage> <run> --limit 400 --samples 8`)
-and prints the numbers the README's table shows, with the targets of issue 9 checked.
+and prints the numbers docs/results.md's table shows, with the targets of issue 9 checked.
 
     python benchmarks/demo_learns.py                          # recipes/demo.yaml
     python benchmarks/demo_learns.py recipes/demo-pipeline.yaml --set grpo.max_steps=40

@@ -9,8 +9,8 @@ here runs on this machine's glibc), so it is no part of `make test`:
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF" \
         pip install llama-cpp-python==0.3.36
 
-The prompts are tests/test_gguf.py's; the reference is the run's merged16 export in transformers, fp32, one prompt
-at a time, greedy, 32 new tokens.
+The prompts are benchmarks/real_prompts.py's (tests/test_gguf.py's too); the reference is the run's merged16 export
+in transformers, fp32, one prompt at a time, greedy, 32 new tokens.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 NEW_TOKENS = 32
 
@@ -36,7 +35,7 @@ def main() -> None:
 
     import torch
     from llama_cpp import Llama
-    from test_gguf import QUESTIONS
+    from real_prompts import QUESTIONS
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kit.tools.export import export

@@ -107,8 +107,8 @@ def answers(run: Path, n: int = QUESTIONS) -> list[str]:
     from kit.task import data
 
     recipe = load_recipe(run / runs.RECIPE)
-    model, tokenizer, engine = load_for_inference(recipe, run / runs.ADAPTER)
-    gen = Generator(model, tokenizer, engine, data.template_kwargs(recipe.data))
+    _, _, engine = load_for_inference(recipe, run / runs.ADAPTER)
+    gen = Generator(engine, data.template_kwargs(recipe.data))
     rows = data.questions(recipe.data, "test", n, shuffle=False)
     prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows]
     return [out[0] for out in gen.generate(prompts, recipe.grpo.max_completion_length, batch_size=50)]

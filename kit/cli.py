@@ -25,7 +25,7 @@ from kit.eval.compare import compare_cli
 from kit.eval.evaluate import eval_cli
 from kit.models import fit
 from kit.recipe import iter_fields, list_recipes, load_recipe
-from kit.runs import metrics, plots
+from kit.runs import metrics, plots, report
 from kit.task.rewards import REWARDS, WRITING_ONE
 from kit.tools import bench, doctor, export
 from kit.train.flow import train
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fields", help="recipe fields with their help text")
     p.add_argument("section", nargs="?", help="model, data, sft, grpo, eval, stages, run")
-    p.add_argument("--markdown", action="store_true", help="as the README's reference table")
+    p.add_argument("--markdown", action="store_true", help="as the field table of docs/recipes.md")
 
     sub.add_parser("rewards", help="the reward functions")
 
@@ -220,11 +220,10 @@ def cmd_show(args) -> int:
     state = runs.status(run, s)
     print(f"run      {run}")
     print(f"status   {state}" + (f" ({s.get('phase')})" if state == "running" and s.get("phase") else ""))
-    for key in ("recipe", "model", "backend", "device", "started", "elapsed_s"):
-        if s.get(key) is not None:
-            print(f"{key:<8} {s[key]}")
-    for stage in s.get("stages", []):
-        print(f"stage    {stage['name']}: {stage['status']}, {stage['steps']}/{stage['max_steps']} steps")
+    for key, value in report.facts(s):
+        print(f"{key:<8} {value}")
+    for line in report.stage_lines(s):
+        print(f"stage    {line}")
     for note in s.get("notes", []):
         print(f"note     {note}")
     if s.get("message"):
@@ -251,24 +250,14 @@ def cmd_show(args) -> int:
     for i, r in enumerate(grpo):
         if i % every and i != len(grpo) - 1 and not any(k.startswith("eval/") for k in r):
             continue
-        rows.append([r.get("stage", ""), r.get("step", "")] + [_num(r.get(k)) for k in keys + extra])
+        rows.append([r.get("stage", ""), r.get("step", "")] + [report.num(r.get(k)) for k in keys + extra])
     print()
     _table(header, rows)
-    first, final = s.get("first") or {}, s.get("final") or {}
-    if first and final:
-        print("\nfirst -> last 20% of logged steps (evaluations: first -> last): " + ", ".join(
-            f"{k.replace('rewards/', '').replace('/mean', '')} {_num(first[k])} -> {_num(final[k])}"
-            for k in first if first.get(k) is not None and final.get(k) is not None))
+    gains = report.gains(s)
+    if gains:
+        print(f"\nfirst -> last 20% of logged steps (evaluations: first -> last): {gains}")
     print("\nGRPO's loss is not a progress signal (it is ~0 by construction); watch the rewards.")
     return 0
-
-
-def _num(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
 
 
 def _table(header, rows) -> None:
@@ -287,11 +276,9 @@ def cmd_runs(args) -> int:
     rows = []
     for run in paths:
         s = runs.read_summary(run)
-        last = [r for r in metrics.read_jsonl(run / runs.METRICS) if "reward" in r]
         torn = len(runs.torn_checkpoints(run, s))
         state = runs.status(run, s) + (f" ({torn} torn checkpoint{'s' if torn > 1 else ''})" if torn else "")
-        rows.append((run.name, state, f"{s.get('run_step', 0)}/{s.get('max_steps', '?')}",
-                     _num(last[-1]["reward"]) if last else "-", s.get("model", "")))
+        rows.append((run.name, state, report.steps(s), report.num(report.last_reward(run)), s.get("model", "")))
     _table(("run", "status", "steps", "last reward", "model"), rows)
     return 0
 
@@ -311,7 +298,7 @@ def cmd_fields(args) -> int:
 
 
 def fields_markdown(rows=None) -> str:
-    """The README's recipe reference: one row per field, its default and its one help text."""
+    """The recipe field reference (docs/recipes.md): one row per field, its default and its one help text."""
     rows = list(iter_fields()) if rows is None else rows
     lines = ["| field | default | what it does (trade-off) |", "|---|---|---|"]
     for name, default, help_ in rows:

@@ -2,8 +2,8 @@
 
     python scripts/gpu_check.py --out bench/gpu-check          # or: make gpu-check
 
-On a CUDA GPU (made for the project's lent H200: at most 10 minutes with the wheel install, see
-/work/shared/gpu/README.md), in this order, each step in its own process (one owner of the GPU at a time):
+On a CUDA GPU (made for a short session on one H100/H200: at most 10 minutes with the wheel
+install, from a folder of wheels, .whl: see the Makefile's gpu-check target), in this order, each step in its own process (one owner of the GPU at a time):
   1. `kit fit`'s predictions for every bench below (arithmetic, no GPU)
   2. `kit bench` Unsloth 4-bit GRPO, 3 steps (step 1 compiles), Qwen2.5-0.5B; its adapter is kept
   3. eval (kit eval, 4 questions) and chat (Generator.stream) through the Unsloth model with that adapter
@@ -131,7 +131,7 @@ def _eval_and_chat(run: Path, timeout: float) -> dict:
     code = ("import sys, time; from pathlib import Path; from kit import runs; from kit.recipe import load_recipe; "
             "from kit.models.loading import load_for_inference; from kit.models.engines import Generator; "
             "run = Path(sys.argv[1]); r = load_recipe(run / runs.RECIPE); "
-            "m, t, v = load_for_inference(r, runs.latest_adapter(run)); g = Generator(m, t, v); t0 = time.time(); "
+            "_, _, e = load_for_inference(r, runs.latest_adapter(run)); g = Generator(e); t0 = time.time(); "
             "parts = list(g.stream([{'role': 'user', 'content': 'What is 12 + 30?'}], 24)); "
             "print('CHAT', len(parts), round(time.time() - t0, 2), repr(parts[-1][:80]))")
     _, pieces, seconds, text = _tagged_line(_kit("-c", code, str(run), timeout=timeout), "CHAT",

@@ -1,19 +1,11 @@
 """The `kit` command: bad input is one line on stderr and exit code 2, never a traceback."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import kit
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def kit(*args, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
 
 
 def assert_one_line_error(result, *needles):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import kit
 
 from kit.errors import KitError
 from kit.eval.evaluate import Side, _saved, write_results
@@ -204,12 +205,6 @@ def test_json_mode_keeps_stdout_for_the_result(capfd):
     out, err = capfd.readouterr()
     assert out == '{"n": 1}\nafter\n'
     assert "a library's log line" in err and "a child process log line" in err
-
-
-def kit(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "kit", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
-"""kit export: LoRA and merged float16 exports of the tiny demo run reload and generate; untrained adapters and
-GGUF k-quants without Unsloth are refused with a message that says why. The GGUF round trip on the real model is
-tests/test_gguf.py."""
+"""kit export: LoRA and merged float16 exports of the tiny demo run reload and generate (slow: the run trains);
+untrained adapters and GGUF k-quants without Unsloth are refused with a message that says why (run folders made
+without training). The GGUF round trip on the real model is tests/test_gguf.py."""
 
 import importlib.util
 import json
@@ -17,13 +17,35 @@ from kit.tools import export
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """A short run of the tiny demo: 5 SFT steps are enough to move the LoRA B matrices off zero."""
-    from kit.train.flow import train
+def _run_without_training(folder: Path, lora_b: float) -> Path:
+    """A run folder as `kit train` leaves one (the demo recipe, an adapter), made without training: a LoRA adapter
+    on builtin:tiny as PEFT creates it, its B matrices set to `lora_b` (0: as before the first training step)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-    out = tmp_path_factory.mktemp("export-runs")
-    return train(ROOT / "recipes" / "demo.yaml", ["sft.max_steps=5", "grpo.max_steps=2", f"run.output_dir={out}"])
+    from kit.models.catalog import model_path
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path("builtin:tiny")),
+                           LoraConfig(r=4, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if ".lora_B." in name:
+                weight.fill_(lora_b)
+    model.save_pretrained(folder / runs.ADAPTER)
+    shutil.copy(ROOT / "recipes" / "demo.yaml", folder / runs.RECIPE)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory):
+    return _run_without_training(tmp_path_factory.mktemp("untrained-run"), 0.0)
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory):
+    """Passes the all-zeros check; enough for the refusals, which come before any model is loaded."""
+    return _run_without_training(tmp_path_factory.mktemp("made-run"), 0.01)
 
 
 def _generate(model, tokenizer, n=6):
@@ -34,6 +56,7 @@ def _generate(model, tokenizer, n=6):
         return model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id)
 
 
+@pytest.mark.slow
 def test_lora_export_copies_adapter_and_reloads(demo_run, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,28 +99,17 @@ def test_merged16_export_reloads_in_float16_and_matches_the_adapter(demo_run, tm
     assert _generate(merged.float(), tokenizer).shape[1] > ids.shape[1]
 
 
-def test_untrained_adapter_is_refused(demo_run, tmp_path):
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    run = tmp_path / "zero-run"
-    shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns("checkpoints", "stages"))
-    weights = run / runs.ADAPTER / "adapter_model.safetensors"
-    tensors = load_file(weights)
-    # an untrained LoRA-only adapter: B matrices are zero, nothing else is saved
-    tensors = {k: (torch.zeros_like(v) if ".lora_B." in k else v) for k, v in tensors.items()
-               if ".lora_A." in k or ".lora_B." in k}
-    save_file(tensors, weights)
+def test_untrained_adapter_is_refused(untrained_run, tmp_path):
     with pytest.raises(KitError, match="all zeros"):
-        export.export(run, "lora", tmp_path / "out")
+        export.export(untrained_run, "lora", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("unsloth") is not None, reason="with Unsloth, k-quants are exported")
-def test_k_quants_without_unsloth_are_one_line_naming_the_types_here(demo_run, tmp_path, capsys):
+def test_k_quants_without_unsloth_are_one_line_naming_the_types_here(made_run, tmp_path, capsys):
     from kit.cli import main
 
-    assert main(["export", str(demo_run), "--format", "gguf", "--quantization", "Q4_K_M",
+    assert main(["export", str(made_run), "--format", "gguf", "--quantization", "Q4_K_M",
                  "--out", str(tmp_path / "gguf")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--quantization q4_k_m" in err and "Unsloth on a CUDA GPU" in err
@@ -152,12 +164,13 @@ def test_gguf_with_a_tokenizer_llama_cpp_cannot_load_is_refused(tmp_path):
     assert not file.exists()
 
 
-def test_existing_output_and_bad_names_are_refused(demo_run, tmp_path):
+def test_existing_output_and_bad_names_are_refused(made_run, tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("keep me")
     with pytest.raises(KitError, match="already exists"):
-        export.export(demo_run, "lora", tmp_path / "busy")
+        export.export(made_run, "lora", tmp_path / "busy")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["x"]
     with pytest.raises(KitError, match="not a GGUF quantization"):
-        export.export(demo_run, "gguf", tmp_path / "g", quantization="q4 k m")
+        export.export(made_run, "gguf", tmp_path / "g", quantization="q4 k m")
     with pytest.raises(KitError, match="run folder not found"):
         export.export(tmp_path / "nope", "lora")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_real import (  # the 8 chat prompts of the real-model tests; <|im_end|>
+from helpers import (  # the 8 chat prompts of the real-model tests; <|im_end|>
     QUESTIONS,
     TURN_END,
 )

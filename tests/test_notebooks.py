@@ -110,6 +110,7 @@ def cell_with(nb, needle: str) -> int:
 # Tests
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("name", SELECTED)
 def test_notebook_runs_top_to_bottom(name, kernel_name, tmp_path):
     assert (ROOT / "colab" / f"{name}.ipynb").is_file(), f"KIT_TEST_NOTEBOOKS names {name}: no colab/{name}.ipynb"
@@ -150,6 +151,7 @@ def test_notebook_runs_top_to_bottom(name, kernel_name, tmp_path):
     assert {"adapter", "export-lora", "metrics.jsonl", "summary.json"} <= listed
 
 
+@pytest.mark.slow  # trains
 def test_kernel_killed_mid_training_resumes(kernel_name, tmp_path):
     """The Colab session ends in the middle of training: first only the kernel dies (Runtime -> Restart session:
     `kit train` goes on, the cell run again watches it), then the kernel and `kit train` together (the machine is
@@ -242,6 +244,7 @@ def test_a_failing_cell_names_its_number_and_error(kernel_name, tmp_path):
         execute(nb, "t", kernel_name, notebook_env(tmp_path, []))
 
 
+@pytest.mark.slow  # trains
 def test_a_run_left_running_by_a_session_on_another_machine_resumes(tmp_path):
     """What Drive holds after a Colab session ended mid-run: "running", on a host that is not this one. While that
     run's heartbeat is fresh it may still be training there, and --resume refuses, naming the host; once the

@@ -279,3 +279,15 @@ def test_reward_crash_mid_run_is_recorded_in_summary(tmp_path, capsys):
     assert failure["reward"].endswith("mine.py:mine_reward") and "ZeroDivisionError" in failure["error"]
     assert isinstance(failure["completion"], str) and repr(failure["completion"][:120]) in summary["error"]
     assert "mine.py" in (run / "error.log").read_text()  # the user's traceback, for the user's code
+
+
+def test_listing_a_recipe_does_not_run_its_reward_file(tmp_path, capsys):
+    """A recipe names its reward file; `kit list`, the app's form and load_recipe read the recipe without importing
+    that file (user code runs when a run needs it: `kit train` imports it before any model loads)."""
+    recipe = _task(tmp_path, ROWS, "open(__file__ + '.imported', 'w').close()\n"
+                                   "def mine_reward(completions, **kw):\n    return [0.0] * len(completions)\n")
+    assert load_recipe(recipe).rewards[1].name.endswith("mine.py:mine_reward")
+    assert cli.main(["list", "--dir", str(tmp_path)]) == 0 and "task" in capsys.readouterr().out
+    assert not (tmp_path / "mine.py.imported").exists()
+    rewards.reward_functions(load_recipe(recipe))  # what a run does: now the file runs
+    assert (tmp_path / "mine.py.imported").exists()

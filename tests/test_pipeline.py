@@ -115,11 +115,41 @@ def test_judge_filters_after_correctness():
     assert [k["question"] for k in kept] == [a["question"]]
 
 
-def test_judge_loads_through_the_real_path_and_answers_yes_or_no(monkeypatch):
+def test_judge_loads_through_the_real_path_and_keeps_what_it_approves(monkeypatch):
+    """The judge (builtin:tiny, loaded as a rejection_sft stage's `judge` is) is asked the stage's judge prompt about
+    each correct answer; a reply that starts with YES (any case, after spaces) approves it, any other rejects it; the
+    filter keeps exactly the approved answers."""
+    from kit.models.engines import Generator
     from kit.recipe import StageSpec
-    from kit.train.rejection import load_judge
+    from kit.train.rejection import filter_answers, load_judge
 
-    approve = load_judge(StageSpec(kind="rejection_sft", judge="builtin:tiny"))
-    a, _ = _two_gsm8k_rows()
-    verdict = approve(a["question"], f"<answer>{a['answer']}</answer>", StageSpec.judge_prompt)
-    assert verdict in (True, False)
+    stage = StageSpec(kind="rejection_sft", judge="builtin:tiny")
+    real_generate = Generator.generate
+    asked, replies, scripted = [], [], {}  # scripted: call number -> the reply given in place of the model's
+
+    def generate(self, prompts, max_new_tokens, **kwargs):
+        replies.append(real_generate(self, prompts, max_new_tokens, **kwargs)[0][0])  # the loaded judge answers
+        asked.append(prompts[0][0]["content"])
+        return [[scripted.get(len(asked), replies[-1])]]
+
+    monkeypatch.setattr(Generator, "generate", generate)
+    approve = load_judge(stage)
+    a, b = _two_gsm8k_rows()
+
+    # the model's own reply (the random tiny model: whatever it writes) decides, parsed as YES or not
+    verdict = approve(a["question"], f"<answer>{a['answer']}</answer>", stage.judge_prompt)
+    assert isinstance(replies[0], str)
+    assert verdict is replies[0].strip().upper().startswith("YES")
+    assert asked[0] == stage.judge_prompt.format(question=a["question"], completion=f"<answer>{a['answer']}</answer>")
+
+    # replies scripted per call: approve the 1st and 3rd correct answers, reject the 2nd; wrong answers never asked
+    scripted.update({2: "  yes, the reasoning holds", 3: "No.", 4: "YES"})
+    a_steps = f"<reasoning>steps</reasoning><answer>{a['answer']}</answer>"
+    a_bare = f"<answer>{a['answer']}</answer>"
+    b_steps = f"<reasoning>steps</reasoning><answer>{b['answer']}</answer>"
+    kept, n_correct = filter_answers([a, b], [[a_steps, "<answer>-1</answer>", a_bare], [b_steps, "no answer"]],
+                                     approve, stage.judge_prompt)
+    assert n_correct == 3 and len(asked) == 4  # the two wrong answers went to no judge
+    assert [k["completion"] for k in kept] == [a_steps, b_steps]
+    assert asked[1:] == [stage.judge_prompt.format(question=q["question"], completion=c)
+                         for q, c in ((a, a_steps), (a, a_bare), (b, b_steps))]

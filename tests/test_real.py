@@ -11,12 +11,24 @@ as `kit train` runs, is shared by the module.
 import json
 import math
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    COMPLETION,
+    OTHER_EOS,
+    QUESTIONS,
+    TURN_END,
+    chat_with_run,
+    invented,
+    kit,
+    new_page,
+    running_app,
+    screenshot,
+    sync_playwright,
+)
 
 from kit import runs
 from kit.runs import metrics
@@ -24,26 +36,8 @@ from kit.runs import metrics
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
-TURN_END, OTHER_EOS = 2, 0  # <|im_end|>, <|endoftext|>
-# A turn the model invented after its own: the role header of the next ChatML turn, its special tokens decoded away.
-INVENTED = re.compile(r"(^|\n)(user|assistant|system)\n")
-QUESTIONS = ["What is 2+2? Give only the number.", "Name a colour.", "Say hi.", "What is the capital of France?",
-             "Ava has 3 apples. Ava gets 4 more apples. How many apples does Ava have now?", "Count to three.",
-             "Ben has 4 boxes with 5 pens in each box. How many pens does Ben have?", "What day comes after Monday?"]
-COMPLETION = 48
 STAGES = [{"kind": "sft", "max_steps": 20}, {"kind": "grpo", "max_steps": 3},
           {"kind": "rejection_sft", "questions": 8, "samples_per_question": 2, "max_steps": 2}]
-
-
-def _invented(texts) -> list[str]:
-    return [t for t in texts if INVENTED.search(t)]
-
-
-def _kit(*args, timeout=900, env=None):
-    proc = subprocess.run([sys.executable, "-m", "kit", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, **(env or {})))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +54,7 @@ def real_run(gemma_shaped, real_recipe, tmp_path_factory):
                          eval={"every_steps": 3, "during_limit": 8, "samples": 2, "max_new_tokens": COMPLETION,
                                "limit": 16, "batch_size": 16},
                          run={"output_dir": str(out / "runs")})
-    proc = _kit("train", recipe, env={"KIT_TEST_IDS_LOG": str(ids_log)}, timeout=1800)
+    proc = kit("train", recipe, env={"KIT_TEST_IDS_LOG": str(ids_log)}, timeout=1800, check=True)
     (run,) = (out / "runs").iterdir()
     (run / "train.log").write_text(proc.stdout + proc.stderr)
     return run, ids_log
@@ -117,18 +111,18 @@ def test_gemma_shaped_model_runs_past_its_turn_unless_the_kit_stops_it(gemma_sha
         out = model.generate(**enc, max_new_tokens=64, do_sample=False, eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id)
     plain = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert len(_invented(plain)) >= len(QUESTIONS) // 2, plain  # the shape bites
+    assert len(invented(plain)) >= len(QUESTIONS) // 2, plain  # the shape bites
 
     recipe = load_recipe(real_recipe(gemma_shaped, name="control"))
-    model, tokenizer, _ = load_for_inference(recipe, None)
+    _, tokenizer, engine = load_for_inference(recipe, None)
     assert tokenizer.eos_token_id == TURN_END
-    gen = Generator(model, tokenizer)
+    gen = Generator(engine)
     assert gen.stop_ids == [TURN_END, OTHER_EOS]
     messages = [[{"role": "user", "content": q}] for q in QUESTIONS]
     greedy = [a[0] for a in gen.generate(messages, 64)]
     torch.manual_seed(0)
     sampled = [s for a in gen.generate(messages, 64, temperature=1.0, n=2) for s in a]
-    assert not _invented(greedy) and not _invented(sampled), (_invented(greedy), _invented(sampled))
+    assert not invented(greedy) and not invented(sampled), (invented(greedy), invented(sampled))
     assert greedy[0].strip().endswith("4")  # "2 + 2 = 4": the answer itself is kept
 
 
@@ -160,7 +154,7 @@ def test_sft_targets_end_with_the_turn_end_token(gemma_shaped, real_recipe, tmp_
 
 
 def test_doctor_says_which_token_ends_a_turn(smollm2_folder):
-    proc = _kit("doctor", ROOT / "recipes" / "smollm2-cpu.yaml", timeout=300)
+    proc = kit("doctor", ROOT / "recipes" / "smollm2-cpu.yaml", timeout=300, check=True)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("turn end"))
     assert "a turn ends with <|im_end|> (id 2, read from the chat template)" in line
 
@@ -187,7 +181,7 @@ def test_pipeline_runs_and_grpo_rollouts_end_at_the_turn(real_run):
         assert TURN_END not in c[:-1] and OTHER_EOS not in c
     assert sum(c[-1] == TURN_END for c in ids) >= len(ids) // 2
     completions = metrics.read_jsonl(run / runs.COMPLETIONS)
-    assert completions and not _invented(r["completion"] for r in completions)
+    assert completions and not invented(r["completion"] for r in completions)
 
 
 def test_eval_during_training_and_rejection_sampling_stop_at_the_turn(real_run):
@@ -199,19 +193,19 @@ def test_eval_during_training_and_rejection_sampling_stop_at_the_turn(real_run):
     rejection = next(r for r in records if "rejection/sampled" in r)
     assert rejection["rejection/sampled"] == 16
     kept = metrics.read_jsonl(run / runs.STAGES / "3-rejection_sft" / "kept.jsonl")
-    assert kept and len(kept) == rejection["rejection/kept"] and not _invented(r["completion"] for r in kept)
+    assert kept and len(kept) == rejection["rejection/kept"] and not invented(r["completion"] for r in kept)
 
 
 def test_kit_eval_strict_lenient_pass_at_k_and_compare(real_run):
     run, _ = real_run
-    proc = _kit("eval", run, "--limit", 16, "--samples", 2, "--json")
+    proc = kit("eval", run, "--limit", 16, "--samples", 2, "--json", check=True)
     result = json.loads(proc.stdout)
     assert result["n"] == 16 and {"accuracy_strict", "accuracy_lenient", "format_rate", "pass@1", "pass@2",
                                   "maj@2"} <= set(result)
     items = metrics.read_jsonl(run / "eval" / "trained-test-k2.jsonl")
-    assert len(items) == 16 and not _invented(i["completion"] for i in items)
-    assert not _invented(s["completion"] for i in items for s in i["samples"])
-    table = json.loads(_kit("compare", run / runs.STAGES / "1-sft", run, "--limit", 16, "--json").stdout)
+    assert len(items) == 16 and not invented(i["completion"] for i in items)
+    assert not invented(s["completion"] for i in items for s in i["samples"])
+    table = json.loads(kit("compare", run / runs.STAGES / "1-sft", run, "--limit", 16, "--json", check=True).stdout)
     assert table["n"] == 16 and {"accuracy_strict", "accuracy_lenient", "format_rate"} <= set(table["diff"])
     gain = {k: v["count"] for k, v in table["gain"].items() if k != "n"}
     assert gain["format_gain"] + gain["reasoning_gain"] - gain["format_loss"] - gain["reasoning_loss"] == \
@@ -226,10 +220,10 @@ def test_chat_streams_the_trained_checkpoint_and_stops_at_the_turn(real_run):
     try:
         parts = list(session.stream([], "Ava has 3 apples. Ava gets 4 more apples. How many apples does Ava have?"))
         assert len(parts) >= 3 and all(b.startswith(a) for a, b in zip(parts, parts[1:]))  # streamed, growing
-        assert parts[-1].strip() and not _invented([parts[-1]])
+        assert parts[-1].strip() and not invented([parts[-1]])
         follow = list(session.stream([{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}],
                                      "Say hi again."))[-1]
-        assert not _invented([follow])
+        assert not invented([follow])
     finally:
         session.close()
 
@@ -275,59 +269,14 @@ def test_export_lora_and_merged16_reload_and_give_the_adapters_greedy_tokens(rea
 
 @pytest.mark.browser
 def test_app_chats_with_the_real_trained_checkpoint(real_run, tmp_path):
-    import shutil
-    import time
-
-    from test_browser import (
-        ARTIFACTS,
-        CHROMIUM,
-        CHROMIUM_ARGS,
-        _free_port,
-        _missing,
-        _wait_for_port,
-        _wait_text,
-    )
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install -e '.[dev]')")
-    if CHROMIUM is None:
-        _missing("no chromium on PATH (apt-get install chromium; or set KIT_CHROMIUM)")
+    playwright = sync_playwright()
     run, _ = real_run
-    port = _free_port()
-    log = open(tmp_path / "app.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--runs", str(run.parent),
-                             "--recipes", str(ROOT / "recipes")], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(proc, port, tmp_path / "app.log", time.time() + 90)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
-            page.get_by_role("tab", name="Chat").click()
-            _wait_text(page, "chat-status", r"No model loaded", 60, tmp_path)
-            source = page.locator("#chat-source input")
-            source.click()
-            source.fill(run.name)
-            page.get_by_role("option", name=re.compile(re.escape(run.name))).click()
-            page.locator("#chat-load").click()
-            _wait_text(page, "chat-status", r"Loaded: " + re.escape(run.name), 180, tmp_path)
-            page.locator("#chat-input textarea, #chat-input input").first.fill(
-                "Ava has 3 apples. Ava gets 4 more apples. How many apples does Ava have now?")
-            page.locator("#chat-send").click()
-            _wait_text(page, "chat-extracted", r"extracted answer", 180, tmp_path)
-            bot = page.locator("#chatbot .message.bot, #chatbot [data-testid='bot']")
-            reply = bot.last.inner_text().strip() if bot.count() else ""
-            assert reply and not _invented([reply]) and "Traceback" not in page.content(), reply
-            shot = tmp_path / "app-real-chat.png"
-            page.screenshot(path=str(shot), full_page=True)
-            ARTIFACTS.mkdir(exist_ok=True)
-            shutil.copy(shot, ARTIFACTS / shot.name)
-            browser.close()
-        assert shot.stat().st_size > 10_000
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with running_app(tmp_path, run.parent) as (url, _), playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = new_page(browser)
+        page.goto(url, wait_until="domcontentloaded")
+        reply = chat_with_run(page, run.name, run.parent, load_s=180, answer_s=180)
+        assert not invented([reply]), reply
+        shot = screenshot(page, tmp_path / "app-real-chat.png")
+        browser.close()
+    assert shot.stat().st_size > 10_000

@@ -8,20 +8,21 @@ import subprocess
 import sys
 
 import pytest
-from test_real import COMPLETION, OTHER_EOS, QUESTIONS, TURN_END, _invented
-from test_vllm import _env, needs_vllm
+from helpers import (
+    COMPLETION,
+    OTHER_EOS,
+    QUESTIONS,
+    TURN_END,
+    invented,
+    kit,
+    needs_vllm,
+    vllm_env,
+)
 
 from kit import runs
 from kit.runs import metrics
 
 pytestmark = [pytest.mark.real, pytest.mark.vllm, pytest.mark.slow, needs_vllm]
-
-
-def _kit(*args, timeout=1800, env=None):
-    proc = subprocess.run([sys.executable, "-m", "kit", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=dict(_env(), **(env or {})))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def vllm_run(gemma_shaped, real_recipe, tmp_path_factory):
                                "save_steps": 2, "completions_every": 1},
                          eval={"every_steps": 2, "during_limit": 8, "max_new_tokens": COMPLETION, "limit": 8},
                          run={"output_dir": str(out / "runs")})
-    proc = _kit("train", recipe, env={"KIT_TEST_IDS_LOG": str(ids_log)})
+    proc = kit("train", recipe, env=dict(vllm_env(), KIT_TEST_IDS_LOG=str(ids_log)), timeout=1800, check=True)
     (run,) = (out / "runs").iterdir()
     (run / "train.log").write_text(proc.stdout + proc.stderr)
     return run, ids_log, proc.stdout
@@ -54,17 +55,17 @@ def test_colocated_vllm_rollouts_end_at_the_turn(vllm_run):
         assert c and (c[-1] in (TURN_END, OTHER_EOS) or len(c) == COMPLETION), c
         assert TURN_END not in c[:-1] and OTHER_EOS not in c[:-1]
     assert sum(c[-1] == TURN_END for c in ids) >= len(ids) // 2
-    assert not _invented(r["completion"] for r in metrics.read_jsonl(run / runs.COMPLETIONS))
+    assert not invented(r["completion"] for r in metrics.read_jsonl(run / runs.COMPLETIONS))
     evals = [r for r in metrics.read_jsonl(run / runs.METRICS) if "eval/accuracy_strict" in r]
     assert [r["step"] for r in evals] == [0, 2] and all(r["eval/mean_length"] < COMPLETION for r in evals)
 
 
 def test_kit_eval_through_vllm_stops_at_the_turn(vllm_run):
     run, _, _ = vllm_run
-    proc = _kit("eval", run, "--limit", 8)
+    proc = kit("eval", run, "--limit", 8, env=vllm_env(), timeout=1800, check=True)
     assert "answers from vLLM (in-process engine, adapter merged in)" in proc.stdout + proc.stderr
     items = metrics.read_jsonl(run / "eval" / "trained-test.jsonl")
-    assert len(items) == 8 and not _invented(i["completion"] for i in items)
+    assert len(items) == 8 and not invented(i["completion"] for i in items)
     # most end at the turn, well before the limit; this briefly trained 135M model may ramble on one to the limit
     # (seen: 1 of 8, a garbled layout), and that one invents no turn either (above)
     assert sum(i["length"] < COMPLETION for i in items) >= 6, [(i["length"], i["completion"]) for i in items]
@@ -104,7 +105,7 @@ def test_merged16_export_in_vllm_gives_the_adapters_greedy_tokens(vllm_run, tmp_
     script = tmp_path / "vllm_greedy.py"
     script.write_text(VLLM_GREEDY)
     proc = subprocess.run([sys.executable, str(script), str(merged), json.dumps(prompts)], capture_output=True,
-                          text=True, timeout=900, env=_env())
+                          text=True, timeout=900, env=vllm_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     vllm_ids = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("IDS "))[4:])
 
@@ -121,5 +122,5 @@ def test_merged16_export_in_vllm_gives_the_adapters_greedy_tokens(vllm_run, tmp_
     same = sum(a == b for a, b in zip(vllm_ids, hf_ids))
     print(f"merged16 in vLLM vs adapter (HF) greedy: {same}/{len(prompts)} identical")
     assert all(ids[-1] in (TURN_END, OTHER_EOS) or len(ids) == 32 for ids in vllm_ids)
-    assert not _invented(tok.decode(ids, skip_special_tokens=True) for ids in vllm_ids)
+    assert not invented(tok.decode(ids, skip_special_tokens=True) for ids in vllm_ids)
     assert same == len(prompts), [(tok.decode(a), tok.decode(b)) for a, b in zip(vllm_ids, hf_ids) if a != b]

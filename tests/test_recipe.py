@@ -16,6 +16,7 @@ from kit.recipe import (
     recipe_to_dict,
     save_recipe,
 )
+from kit.task import rewards
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = list_recipes(ROOT / "recipes")
@@ -249,7 +250,11 @@ def test_reward_file_and_data_file_resolve_from_the_recipe_folder(tmp_path, monk
 
 def test_reward_names_are_checked_at_load(tmp_path):
     (tmp_path / "mine.py").write_text(REWARD_FILE)
-    msg = error_of(tmp_path, MINIMAL + "rewards:\n  - {name: mine.py:brevty_reward}\n")
+    # the file is found at load; what it defines is read when a run needs it (no user code runs to list a recipe)
+    recipe = load_recipe(write(tmp_path, MINIMAL + "rewards:\n  - {name: mine.py:brevty_reward}\n"))
+    with pytest.raises(RecipeError) as err:
+        rewards.reward_functions(recipe)
+    msg = str(err.value)
     assert "rewards[0].name" in msg and "no function 'brevty_reward'" in msg and "brevity_reward" in msg
     msg = error_of(tmp_path, MINIMAL + "rewards:\n  - {name: 'mine.py:'}\n")
     assert "not `file.py:function`" in msg

@@ -129,18 +129,48 @@ def test_tiny_model_stops_where_its_turn_ends():
     assert s.turn_end == "<|end|>" and stopping.stop_ids(model, tokenizer) == [tokenizer.eos_token_id]
 
 
-def test_every_generation_path_reads_the_one_decision():
-    """The kit's generation paths take their stop ids from kit.models.stopping (no path keys on the tokenizer's eos
-    alone): HF generate and streaming, vLLM's SamplingParams, TRL's vLLM rollouts."""
-    import inspect
+def test_every_generation_path_reads_the_one_decision(monkeypatch):
+    """Every engine stops at kit.models.stopping's ids, greedy and sampled, generating and streaming: HF generate's
+    eos_token_id, vLLM's stop_token_ids on Unsloth's and the in-process engine (stand-ins for vLLM and Unsloth,
+    from tests/test_engines.py, record what they get). The model lists a second eos id that the tokenizer's eos is
+    not, so a path keyed on tokenizer.eos_token_id alone fails here. TRL's rollouts: the next test."""
+    import sys
+    import types
 
-    from kit.models import engines as generation
-    from kit.train import trl_args
+    from test_engines import FakeLLM, FakeUnslothModel, SamplingParams
 
-    src = inspect.getsource(generation)
-    assert "eos_token_id=tok.eos_token_id" not in src and src.count("eos_token_id=self.stop_ids") == 2
-    assert "stop_token_ids=self.stop_ids" in src
-    assert 'generation_kwargs"] = {"stop_token_ids"' in inspect.getsource(trl_args.grpo_config)
+    from kit.models.engines import Generator, InProcessVLLM, UnslothVLLM
+    from kit.models.loading import load_for_inference
+    from kit.models.plan import Hardware, Plan
+
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    sys.modules["vllm"].SamplingParams = SamplingParams
+    hf_plan = Plan("transformers", False, False, "float32", "adamw_torch", Hardware(cuda=False))
+    model, tokenizer, hf = load_for_inference(load_recipe(ROOT / "recipes" / "demo.yaml"), None, hf_plan)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, 7]
+    expected = stopping.stop_ids(model, tokenizer)
+    assert expected == [tokenizer.eos_token_id, 7]
+
+    hf_stops, generate = [], model.generate
+
+    def recording_generate(**kwargs):
+        hf_stops.append(kwargs["eos_token_id"])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", recording_generate)
+    unsloth_model, llm = FakeUnslothModel(model.generation_config), FakeLLM([tokenizer.eos_token_id])
+    paths = [hf, UnslothVLLM(unsloth_model, tokenizer), InProcessVLLM(model, tokenizer, llm, "in-process")]
+    question = [{"role": "user", "content": "What is 2 + 3?"}]
+    for engine in paths:
+        gen = Generator(engine)
+        assert gen.stop_ids == expected
+        gen.generate([question], 4)
+        gen.generate([question], 4, temperature=1.0, n=2, seed=0)
+        for temperature in (0.0, 1.0):
+            assert list(gen.stream(question, 4, temperature))
+    assert hf_stops == [expected] * 4
+    vllm_stops = [call[1].kwargs["stop_token_ids"] for call in unsloth_model.calls + llm.calls]
+    assert vllm_stops == [expected] * 8
 
 
 def test_trl_rollouts_stop_at_every_stop_id_with_vllm(monkeypatch):

@@ -60,17 +60,25 @@ def test_completions_log_shows_per_reward_scores(demo_run):
 def test_adapter_reloads_and_generates(demo_run):
     from kit.models.engines import Generator
     from kit.models.loading import load_for_inference
+    from kit.task import data
 
     recipe = load_recipe(demo_run / runs.RECIPE)
-    model, tokenizer, _ = load_for_inference(recipe, demo_run / runs.ADAPTER)
-    gen = Generator(model, tokenizer)
+    _, _, engine = load_for_inference(recipe, demo_run / runs.ADAPTER)
+    gen = Generator(engine)
     out = gen.generate([[{"role": "system", "content": recipe.data.system_prompt},
                          {"role": "user", "content": "Ava has 3 pens. Ava gets 4 more pens. How many pens does "
                                                      "Ava have now?"}]], max_new_tokens=32)
     assert isinstance(out[0][0], str) and out[0][0].strip()
+    # adapter off: the base model's greedy answers, exactly as a plain load of the base model gives them
+    rows = data.questions(recipe.data, "test", 4, shuffle=False)
+    prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows] + [[{"role": "user",
+                                                                                             "content": "hi"}]]
+    trained = gen.generate(prompts, max_new_tokens=24)
     with gen.use_adapter(False):
-        base = gen.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=8)
-    assert isinstance(base[0][0], str)
+        off = gen.generate(prompts, max_new_tokens=24)
+    _, _, base_engine = load_for_inference(recipe, None)
+    assert off == Generator(base_engine).generate(prompts, max_new_tokens=24)
+    assert off != trained and gen.generate(prompts, max_new_tokens=24) == trained  # the adapter is back on
     # the adapter is trained, not its zero initialisation
     from safetensors.torch import load_file
 

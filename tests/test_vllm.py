@@ -10,13 +10,13 @@ The unmarked tests at the top need no vllm and run in every profile."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import free_port, needs_vllm, vllm_env
 
 from kit import runs
 from kit.errors import KitError, RecipeError
@@ -26,21 +26,6 @@ from kit.runs import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "recipes" / "demo.yaml"
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-
-
-def _have_vllm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-needs_vllm = pytest.mark.skipif(not _have_vllm() and os.environ.get("KIT_REQUIRE_VLLM") != "1",
-                                reason="vllm is not installed (make test-vllm installs the CPU build)")
-
-
-def _env() -> dict:
-    return dict(os.environ, PYTHONUNBUFFERED="1", **{k: os.environ.get(k, v) for k, v in VLLM_ENV.items()})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,7 +121,7 @@ def colocated_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("vllm-runs")
     cmd = [sys.executable, "-m", "kit", "train", str(DEMO), *[a for o in RUN_OVERRIDES for a in ("--set", o)],
            "--set", f"run.output_dir={out}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=2400)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=vllm_env(), timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     (run / "train.log").write_text(proc.stdout)
@@ -179,8 +164,8 @@ def _hf_greedy(recipe, adapter, rows):
     from kit.models.loading import load_for_inference
     from kit.task import data
 
-    model, tok, _ = load_for_inference(recipe, adapter, plan(load_recipe(DEMO), Hardware(cuda=False)))
-    gen = Generator(model, tok, template_kwargs=data.template_kwargs(recipe.data))
+    model, tok, engine = load_for_inference(recipe, adapter, plan(load_recipe(DEMO), Hardware(cuda=False)))
+    gen = Generator(engine, template_kwargs=data.template_kwargs(recipe.data))
     _, items = evaluate(gen, rows, recipe.data.system_prompt, recipe.eval.max_new_tokens, progress=False)
     gaps = []
     for row, item in zip(rows, items):
@@ -209,7 +194,7 @@ def test_eval_through_vllm_follows_the_adapter_and_equals_hf(colocated_run, tmp_
     run, _ = colocated_run
     limit = 24
     proc = subprocess.run([sys.executable, "-m", "kit", "eval", str(run), "--limit", str(limit)],
-                          capture_output=True, text=True, env=_env(), timeout=900)
+                          capture_output=True, text=True, env=vllm_env(), timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "answers from vLLM (in-process engine, adapter merged in)" in proc.stdout + proc.stderr
     summary = json.loads((run / "eval" / "trained-test.json").read_text())
@@ -251,7 +236,7 @@ def test_sampled_eval_through_vllm_is_seeded(colocated_run):
         for f in files:
             f.unlink(missing_ok=True)  # else the second call reuses the saved result
         proc = subprocess.run([sys.executable, "-m", "kit", "eval", str(run), "--limit", "8", "--samples", "4",
-                               "--json"], capture_output=True, text=True, env=_env(), timeout=900)
+                               "--json"], capture_output=True, text=True, env=vllm_env(), timeout=900)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert "answers from vLLM" in proc.stderr  # --json: logs on stderr, the summary alone on stdout
         return json.loads(proc.stdout), metrics.read_jsonl(files[1])
@@ -289,12 +274,6 @@ def test_training_engine_answers_with_the_synced_weights(colocated_run):
         (step0["eval/mean_length"], sft_tokens, base_tokens)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.vllm
 @pytest.mark.slow
 @needs_vllm
@@ -305,12 +284,12 @@ def test_trl_vllm_serve_on_loopback_generates_and_the_kit_checks_it(tmp_path):
     from kit.models.catalog import model_path
     from kit.models.plan import check_vllm_server
 
-    port = _free_port()
+    port = free_port()
     trl = Path(sys.executable).parent / "trl"
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen([str(trl), "vllm-serve", "--model", model_path("builtin:tiny"), "--host", "127.0.0.1",
                                "--port", str(port), "--max-model-len", "256", "--enforce-eager"],
-                              stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+                              stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 400
@@ -331,7 +310,7 @@ def test_trl_vllm_serve_on_loopback_generates_and_the_kit_checks_it(tmp_path):
 
         proc = subprocess.run([sys.executable, "-m", "kit", "train", str(DEMO), "--set", f"model.vllm_server={url}",
                                "--set", f"run.output_dir={tmp_path / 'runs'}"],
-                              capture_output=True, text=True, env=_env(), timeout=300)
+                              capture_output=True, text=True, env=vllm_env(), timeout=300)
         assert proc.returncode == 2 and "model.vllm_server: TRL syncs the trained weights" in proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
     finally:

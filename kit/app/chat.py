@@ -61,9 +61,9 @@ class ChatSession:
         else:
             recipe, adapter, label = load_recipe(source), None, f"{source.stem} base model"
 
-        model, tokenizer, lora_request = load_for_inference(recipe, adapter)
+        _, _, engine = load_for_inference(recipe, adapter)
         # The chat template gets what training used (e.g. Qwen3's enable_thinking), so chat prompts match rollouts.
-        generator = Generator(model, tokenizer, lora_request, template_kwargs=data.template_kwargs(recipe.data))
+        generator = Generator(engine, template_kwargs=data.template_kwargs(recipe.data))
         return cls(recipe, adapter, label, generator)
 
     # --- generation settings, all from the recipe ---------------------------------------------------------------

@@ -12,19 +12,11 @@ from kit import runs
 from kit.errors import KitError
 from kit.models import fit
 from kit.recipe import Recipe, iter_fields, load_recipe
-from kit.runs import metrics
+from kit.runs import metrics, report
+from kit.runs.report import num
 from kit.task import answers
 
 MAX_COMPLETION_ROWS = 16
-
-
-def num(value, digits: int = 3) -> str:
-    """A metric for display; 0.0 shows as 0.000, never as missing."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 # --- recipes --------------------------------------------------------------------------------------------------
@@ -101,8 +93,7 @@ class LastReward:
         sig = (st.st_size, st.st_mtime)
         cached = self._seen.get(run)
         if cached is None or cached[0] != sig:
-            points = metrics.series(metrics.read_jsonl(path), "reward")
-            cached = (sig, points[-1][1] if points else None)
+            cached = (sig, report.last_reward(run))
             self._seen[run] = cached
         return cached[1]
 
@@ -127,8 +118,8 @@ def runs_table(ctl, last_reward: LastReward) -> list[list[str]]:
         s = runs.read_summary(run)
         state = ctl.status(run)
         phase = phase_of(s, state) or ctl.message(run) or state
-        rows.append([run.name, state, f"{s.get('run_step', 0)}/{s.get('max_steps', '?')}",
-                     num(last_reward(run)), _short(phase, 90), s.get("model", ""), s.get("started", "")])
+        rows.append([run.name, state, report.steps(s), num(last_reward(run)), _short(phase, 90), s.get("model", ""),
+                     s.get("started", "")])
     return rows
 
 
@@ -139,11 +130,8 @@ def run_details(ctl, run: Path | None) -> tuple[str, str]:
     s = runs.read_summary(run)
     state = ctl.status(run)
     lines = [f"**{run.name}**: {state}" + (f" ({phase_of(s, state)})" if state == "running" else "")]
-    for key in ("recipe", "model", "backend", "device", "started", "elapsed_s"):
-        if s.get(key) is not None:
-            lines.append(f"- {key}: {s[key]}")
-    for stage in s.get("stages", []):
-        lines.append(f"- stage {stage['name']}: {stage['status']}, {stage['steps']}/{stage['max_steps']} steps")
+    lines += [f"- {key}: {value}" for key, value in report.facts(s)]
+    lines += [f"- stage {line}" for line in report.stage_lines(s)]
     for note in s.get("notes", []):
         lines.append(f"- note: {note}")
     message = ctl.message(run)
@@ -152,11 +140,9 @@ def run_details(ctl, run: Path | None) -> tuple[str, str]:
     for ckpt, problem in runs.torn_checkpoints(run, s):
         lines.append(f"- torn checkpoint: `{ckpt.relative_to(run)}` ({html.escape(problem)}); resume continues "
                      "from the last complete one")
-    first, final = s.get("first") or {}, s.get("final") or {}
-    if first and final:
-        lines.append("\nfirst -> last 20% of steps: " + ", ".join(
-            f"{_label(k)} {num(first[k])} -> {num(final[k])}" for k in first
-            if first.get(k) is not None and final.get(k) is not None))
+    gains = report.gains(s)
+    if gains:
+        lines.append(f"\nfirst -> last 20% of steps: {gains}")
     adapter = runs.latest_adapter(run)
     lines.append(f"\n- adapter: `{adapter}`" if adapter else "\n- adapter: none yet (saved when a stage ends)")
     lines.append(f"- folder: `{run}`")
@@ -173,10 +159,10 @@ def train_status(ctl) -> str:
     state = ctl.status(run)
     text = f"**{run.name}**: {state}"
     if state == "running":
-        text += f" ({phase_of(s, state)}), step {s.get('run_step', 0)}/{s.get('max_steps', '?')}"
+        text += f" ({phase_of(s, state)}), step {report.steps(s)}"
     else:
         message = ctl.message(run)
-        text += f" after {s.get('run_step', 0)}/{s.get('max_steps', '?')} steps" + (
+        text += f" after {report.steps(s)} steps" + (
             f": {html.escape(message)}" if message else "")
     return text
 
@@ -189,16 +175,12 @@ def curve_status(ctl, run: Path | None, records: list[dict]) -> str:
     s = runs.read_summary(run)
     state = ctl.status(run)
     head = f"**{run.name}** · {state}" + (f" ({phase_of(s, state)})" if state == "running" else "")
-    head += f" · step {s.get('run_step', 0)}/{s.get('max_steps', '?')}"
+    head += f" · step {report.steps(s)}"
     points = metrics.series(records, "reward")
     if not points:
         return head + " · no GRPO step logged yet (the curves appear with the first one)"
     step, value = points[-1]
     return head + f" · reward {num(value)} at step {step} · {len(points)} GRPO points"
-
-
-def _label(key: str) -> str:
-    return key.removeprefix("rewards/").removesuffix("/mean")
 
 
 def _short(text: str, n: int) -> str:

@@ -4,7 +4,6 @@ in memory where both sides share a base model (the second adapter's weights are 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from kit.errors import KitError
 from kit.eval.evaluate import (
@@ -36,22 +35,6 @@ def _same_base(a, b) -> bool:
     return len(configs) < 2 or configs[0] == configs[1]
 
 
-def _switch_adapter(gen, adapter: Path) -> None:
-    """Load `adapter`'s weights into the generator's model in place of the adapter it holds (same shape)."""
-    if gen.lora_request is not None and hasattr(gen.model, "load_lora"):  # Unsloth + vLLM: a LoRA request
-        gen.lora_request = gen.model.load_lora(str(adapter))
-        return
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    result = set_peft_model_state_dict(gen.model, load_file(str(adapter / "adapter_model.safetensors")))
-    missing = [k for k in getattr(result, "unexpected_keys", []) or []]
-    if missing:
-        raise RuntimeError(f"{adapter}: {len(missing)} adapter weights did not fit the loaded model")
-    if gen.engine is not None:
-        gen.engine.loaded = None  # vLLM reloads the merged weights before it answers
-
-
 def _evaluate_sides(sides, split, rows, recipe, settings) -> list[tuple[dict, list[dict]]]:
     """Each side's results on `rows`, reused when saved for the same weights and settings, else generated with one
     model in memory where the sides share a base model."""
@@ -69,7 +52,7 @@ def _evaluate_sides(sides, split, rows, recipe, settings) -> list[tuple[dict, li
                 else side.adapter
             gen, holds = _generator(side.recipe, first), first
         if side.adapter is not None and side.adapter != holds:
-            _switch_adapter(gen, side.adapter)
+            gen.engine.load_adapter(side.adapter)
             holds = side.adapter
         name = _name(side.kind, split, settings)
         with gen.use_adapter(side.adapter is not None):

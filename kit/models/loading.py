@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kit.errors import KitError, RecipeError
 from kit.models import compat, engines, stopping
+from kit.models.adapters import load_adapter_weights
 from kit.models.catalog import model_path
 from kit.models.plan import Hardware, Plan, plan
 from kit.recipe import ModelSpec, Recipe
@@ -33,7 +34,10 @@ def load(recipe: Recipe, p: Plan, seed: int):
     """The trainable model (base + fresh LoRA adapter) and its tokenizer."""
     m = recipe.model
     if p.backend == "unsloth":
-        return _load_unsloth(m, p, seed, adapter=None)
+        model, tokenizer = _load_unsloth(m, p, seed, adapter=None)
+        if p.fast_inference:  # evaluation during training and rejection sampling answer through Unsloth's vLLM
+            engines.attach_engine(model, engines.UnslothVLLM)
+        return model, tokenizer
     if p.fast_inference:
         engines.vllm_environment(p.hardware)  # TRL starts its colocated engine inside GRPOTrainer
     model, tokenizer = _load_transformers_base(m, p)
@@ -125,40 +129,27 @@ def _load_unsloth(m: ModelSpec, p: Plan, seed: int, adapter: Path | None):
     return model, tokenizer
 
 
-def load_adapter_weights(model, adapter: Path) -> None:
-    """Load a saved LoRA adapter's weights into an already-built PEFT model (continuing a pipeline stage)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    try:
-        result = set_peft_model_state_dict(model, load_file(str(Path(adapter) / "adapter_model.safetensors")))
-    except RuntimeError as e:  # shapes differ: another LoRA rank or model
-        raise KitError(f"{adapter}: adapter does not fit this model ({str(e).splitlines()[-1].strip()[:160]}); "
-                       "was it trained with another recipe (model or LoRA settings)?") from None
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise KitError(f"{adapter}: adapter does not fit this model ({len(unexpected)} unexpected weights, e.g. "
-                       f"{unexpected[0]}); was it trained from another recipe?")
-
-
 def load_for_inference(recipe: Recipe, adapter: Path | None, p: Plan | None = None):
-    """(model, tokenizer, vllm) for evaluation, chat and export: the recipe's base model with the adapter at
-    `adapter` (None: base only). `vllm` is what kit.models.engines.Generator takes as its third argument:
-    - Unsloth + vLLM: generation goes through `model.fast_generate`, the adapter through a LoRA request;
-    - transformers + vLLM: a `kit.models.engines.VLLMEngine`, an in-process vLLM engine into which the PEFT model's
-      merged weights are loaded (a LoRA request cannot carry modules_to_save); the PEFT model stays on the CPU as
-      the source of the weights;
-    - otherwise None: the PEFT model generates (its adapter can be disabled for base answers)."""
+    """(model, tokenizer, engine) for evaluation, chat and export: the recipe's base model with the adapter at
+    `adapter` (None: base only), and the kit.models.engines engine the plan picks to answer for it:
+    - Unsloth + vLLM: `UnslothVLLM`, generation through `model.fast_generate`, the adapter as a LoRA request;
+    - transformers + vLLM: `InProcessVLLM`, an in-process vLLM engine into which the PEFT model's merged weights are
+      loaded (a LoRA request cannot carry modules_to_save); the PEFT model stays on the CPU as the source of the
+      weights;
+    - otherwise `HFGenerate`: the PEFT model generates (its adapter can be disabled for base answers)."""
     p = p or plan(recipe)
     m = recipe.model
     if p.backend == "unsloth":
         model, tokenizer = _load_unsloth(m, p, seed=0, adapter=None if p.fast_inference else adapter)
-        lora_request = model.load_lora(str(adapter)) if (adapter is not None and p.fast_inference) else None
         if not p.fast_inference:
             from unsloth import FastLanguageModel
 
             FastLanguageModel.for_inference(model)
-        return model, tokenizer, lora_request
+            return model, tokenizer, engines.HFGenerate(model, tokenizer)
+        engine = engines.UnslothVLLM(model, tokenizer)
+        if adapter is not None:
+            engine.load_adapter(adapter)
+        return model, tokenizer, engine
     # Inference needs no 4-bit quantization on CPU and no gradient checkpointing. With vLLM, the HF copy is only
     # the source of the weights: it stays on the CPU, unquantized.
     source = replace(p, load_in_4bit=False, hardware=Hardware(cuda=False)) if p.fast_inference else p
@@ -169,5 +160,7 @@ def load_for_inference(recipe: Recipe, adapter: Path | None, p: Plan | None = No
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     if p.fast_inference:
-        return model, tokenizer, engines.VLLMEngine(engines.start_vllm(m, p), "vLLM (in-process engine, adapter merged in)")
-    return model, tokenizer, None
+        engine = engines.InProcessVLLM(model, tokenizer, engines.start_vllm(m, p),
+                                       "vLLM (in-process engine, adapter merged in)")
+        return model, tokenizer, engine
+    return model, tokenizer, engines.HFGenerate(model, tokenizer)

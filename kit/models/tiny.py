@@ -66,7 +66,8 @@ def tiny_path() -> Path:
     return build_once(cache_dir() / f"tiny-llama-{build_key()}", build)
 
 
-def _corpus() -> list[str]:
+def corpus() -> list[str]:
+    """The kit's own texts (demo task, shipped GSM8K sample, system prompt): what local tokenizers learn from."""
     texts = [DEFAULT_SYSTEM_PROMPT]
     for row in arithmetic.arithmetic_rows("train"):
         texts += [row["question"], answers.solution_to_completion(row["answer"])]
@@ -75,28 +76,29 @@ def _corpus() -> list[str]:
     return texts
 
 
+def train_bpe(vocab_size: int, special: list[str], digits: bool = False):
+    """A byte-level BPE `tokenizers.Tokenizer` learnt from `corpus()`, `special` first; `digits`: one token per
+    digit. builtin:tiny and the benchmarks' random-weight models (kit.tools.bench) both start from it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) \
+        if digits else byte_level
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(), trainer)
+    return tok
+
+
 def build(path: Path, seed: int = 0) -> None:
     """Write a tokenizer and a randomly initialised model to `path` (same bytes every time)."""
     import torch
-    from tokenizers import (
-        AddedToken,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        trainers,
-    )
+    from tokenizers import AddedToken
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),  # one token per digit: arithmetic is learnable
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=640, special_tokens=SPECIAL, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(), trainer)
+    tok = train_bpe(640, SPECIAL, digits=True)  # one token per digit: arithmetic is learnable
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>")
     tokenizer.chat_template = CHAT_TEMPLATE

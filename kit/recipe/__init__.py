@@ -319,7 +319,7 @@ def field_help(dotted: str) -> str:
 
 
 def iter_fields() -> typing.Iterator[tuple[str, Any, str]]:
-    """(dotted name, default, help) for every field: the README table and the app read this."""
+    """(dotted name, default, help) for every field: the field table (docs/recipes.md) and the app read this."""
     for f in dataclasses.fields(Recipe):
         if f.name in SECTIONS:
             for g in dataclasses.fields(SECTIONS[f.name]):

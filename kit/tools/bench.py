@@ -43,11 +43,11 @@ from pathlib import Path
 
 from kit import runs
 from kit.errors import KitError
-from kit.models import catalog, fit
+from kit.models import catalog, fit, tiny
 from kit.models.engines import Generator
 from kit.models.loading import load_for_inference
 from kit.models.plan import plan as plan_for
-from kit.models.tiny import _corpus, build_once, cache_dir
+from kit.models.tiny import build_once, cache_dir
 from kit.recipe import load_recipe
 from kit.runs import metrics
 from kit.task import data
@@ -55,10 +55,6 @@ from kit.train.flow import train
 
 BENCH_VERSION = "v2"  # bump when the model/tokenizer built below changes: the cache is keyed by it
 SPECIAL = ["<|pad|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
 DEFINITIONS = {
     "step_times_s": "TRL's logged step_time per optimizer step: generation + rewards + forward/backward + update "
                     "(TRL 0.22, profile t4, logs none: the kit's wall-clock time of the step, kit.models.compat)",
@@ -102,21 +98,10 @@ def build_tokenizer(vocab_size: int):
     GSM8K text (so prompts have realistic lengths), then filler tokens up to the model's vocabulary size. Every id
     decodes to plain text, so decoding random ids never fails. Qwen2's tokenizer class rebuilds it from the same
     vocabulary and merges; the others load it as saved."""
-    from tokenizers import (
-        AddedToken,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        trainers,
-    )
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=min(vocab_size, 4096), special_tokens=SPECIAL, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(), trainer)
+    tok = tiny.train_bpe(min(vocab_size, 4096), SPECIAL)
     learnt = json.loads(tok.to_str())["model"]
     vocab, merges = dict(learnt["vocab"]), [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
                                             for m in learnt["merges"]]
@@ -128,7 +113,7 @@ def build_tokenizer(vocab_size: int):
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>",
                                         unk_token="<|unk|>")
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = tiny.CHAT_TEMPLATE  # the same turn layout
     return tokenizer
 
 
@@ -329,8 +314,8 @@ def _generate_child(args: dict) -> dict:
     p = plan_for(recipe)
     if args.get("engine", "hf") == "hf":
         p = dataclasses.replace(p, fast_inference=False)
-    model, tokenizer, lora_request = load_for_inference(recipe, Path(args["adapter"]), p)
-    gen = Generator(model, tokenizer, lora_request)
+    _, _, engine = load_for_inference(recipe, Path(args["adapter"]), p)
+    gen = Generator(engine)
     rows = data.questions("builtin:gsm8k-sample", "test", args["prompts"], g.seed, recipe.data.subset)
     prompts = [data.to_prompt(r["question"], recipe.data.system_prompt) for r in rows]
     gen.generate(prompts[:1], 8, temperature=g.temperature, top_p=g.top_p, n=1)  # warm-up: graphs, kernels

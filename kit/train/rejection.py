@@ -9,7 +9,7 @@ import time
 from kit.errors import KitError
 from kit.models.engines import (
     Generator,
-    VLLMEngine,
+    InProcessVLLM,
     attach_engine,
     attached_engine,
     start_vllm,
@@ -89,8 +89,8 @@ def sampling_engine(recipe, plan, stage, model) -> None:
     if any(s.kind == "grpo" for s in stages[stages.index(stage) + 1:]):
         say("rejection sampling generates with HF: a GRPO stage follows, and its vLLM engine would be a second one")
         return
-    attach_engine(model, VLLMEngine(start_vllm(recipe.model, plan), "vLLM (in-process engine, weights "
-                                                                               "synced)"))
+    attach_engine(model, InProcessVLLM, llm=start_vllm(recipe.model, plan),
+                  name="vLLM (in-process engine, weights synced)")
 
 
 def filter_answers(rows: list[dict], answers: list[list[str]], judge=None, judge_prompt: str = "") -> tuple[list, int]:
@@ -121,8 +121,8 @@ def load_judge(stage: StageSpec):
     else:
         judge_recipe = recipe_from_dict({"model": {"name": stage.judge, "load_in_4bit": True,
                                                    "fast_inference": False}})
-    model, tokenizer, _ = load_for_inference(judge_recipe, adapter=None)
-    gen = Generator(model, tokenizer)
+    _, _, engine = load_for_inference(judge_recipe, adapter=None)
+    gen = Generator(engine)
 
     def approve(question: str, completion: str, prompt: str) -> bool:
         text = prompt.format(question=question, completion=completion)

@@ -8,7 +8,7 @@ import random
 from kit import runs
 from kit.errors import KitError
 from kit.models import compat
-from kit.models.engines import VLLMEngine, attach_engine
+from kit.models.engines import InProcessVLLM, attach_engine
 from kit.models.stopping import stop_ids
 from kit.recipe import Recipe
 from kit.task import answers, data, rewards
@@ -116,7 +116,8 @@ def run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, sto
     completions_cb.trainer = trainer
     if args.use_vllm and args.vllm_mode == "colocate" and plan.backend == "transformers":
         # evaluation during training (and later rejection sampling) answer through the same engine
-        attach_engine(model, VLLMEngine(trainer.vllm_generation.llm, "vLLM (TRL's colocated engine, weights synced)"))
+        attach_engine(model, InProcessVLLM, llm=trainer.vllm_generation.llm,
+                      name="vLLM (TRL's colocated engine, weights synced)")
         say("rollouts, evaluation during training and rejection sampling generate with TRL's colocated vLLM engine")
     use_compact_progress(trainer)
     say(f"{stage_name}: GRPO on {len(ds)} questions, {g.max_steps} steps, {g.num_generations} answers per "

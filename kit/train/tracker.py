@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -200,3 +201,25 @@ def disk_full(e: BaseException, run: Path) -> int | None:
     if free < 64 * 2**20 and any(t in texts for t in ("unexpected pos", "iostream error", "write failed")):
         return free
     return None
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the training loop stops at the end of the current step and saves. A second Ctrl-C
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n[kit] {self.signal_name}: stopping after this step and saving (Ctrl-C again to abort)",
+              flush=True)
