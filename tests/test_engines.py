@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import FakeLLM, FakeUnslothModel, SamplingParams
 
 from kit.errors import KitError
 from kit.models import engines, loading
@@ -29,57 +30,10 @@ def make_plan(backend: str, fast: bool) -> Plan:
                 hardware=Hardware(cuda=False))
 
 
-class SamplingParams:
-    """vllm.SamplingParams as the engines build it: the keyword arguments, kept."""
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
     sys.modules["vllm"].SamplingParams = SamplingParams
-
-
-def _outputs(inputs, params, answer):
-    return [SimpleNamespace(outputs=[answer] * params.kwargs["n"]) for _ in inputs]
-
-
-class FakeLLM:
-    """A vllm.LLM: records the weights loaded into it and what it was asked; answers `answer_ids`."""
-
-    def __init__(self, answer_ids: list[int]):
-        self.answer_ids, self.calls, self.loads = answer_ids, [], 0
-        self.weights: dict = {}
-        runner = SimpleNamespace(load_weights=lambda pairs: self.weights.update((n, t.clone()) for n, t in pairs))
-        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(
-            driver_worker=SimpleNamespace(model_runner=SimpleNamespace(model=runner))))
-
-    def reset_prefix_cache(self):
-        self.loads += 1
-
-    def generate(self, inputs, sampling_params, use_tqdm):
-        self.calls.append((inputs, sampling_params))
-        # vLLM's own text differs on purpose: the engine must decode the token ids with the tokenizer
-        return _outputs(inputs, sampling_params, SimpleNamespace(token_ids=tuple(self.answer_ids), text="?"))
-
-
-class FakeUnslothModel:
-    """What the kit touches of a PEFT model loaded by Unsloth with fast_inference."""
-
-    def __init__(self, generation_config):
-        self.generation_config, self.calls, self.saved = generation_config, [], []
-
-    def load_lora(self, path: str):
-        return ("lora request", path)
-
-    def save_lora(self, path: str):
-        self.saved.append(path)
-
-    def fast_generate(self, inputs, sampling_params, lora_request):
-        self.calls.append((inputs, sampling_params, lora_request))
-        return _outputs(inputs, sampling_params, SimpleNamespace(text="Unsloth's text"))
 
 
 @pytest.fixture(scope="module")

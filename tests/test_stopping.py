@@ -132,12 +132,12 @@ def test_tiny_model_stops_where_its_turn_ends():
 def test_every_generation_path_reads_the_one_decision(monkeypatch):
     """Every engine stops at kit.models.stopping's ids, greedy and sampled, generating and streaming: HF generate's
     eos_token_id, vLLM's stop_token_ids on Unsloth's and the in-process engine (stand-ins for vLLM and Unsloth,
-    from tests/test_engines.py, record what they get). The model lists a second eos id that the tokenizer's eos is
+    from tests/helpers.py, record what they get). The model lists a second eos id that the tokenizer's eos is
     not, so a path keyed on tokenizer.eos_token_id alone fails here. TRL's rollouts: the next test."""
     import sys
     import types
 
-    from test_engines import FakeLLM, FakeUnslothModel, SamplingParams
+    from helpers import FakeLLM, FakeUnslothModel, SamplingParams
 
     from kit.models.engines import Generator, InProcessVLLM, UnslothVLLM
     from kit.models.loading import load_for_inference
