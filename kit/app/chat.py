@@ -22,6 +22,7 @@ from kit import runs
 from kit.errors import KitError
 from kit.models.engines import Generator
 from kit.models.loading import load_for_inference
+from kit.models.plan import plan as plan_for
 from kit.recipe import Recipe, load_recipe
 from kit.task import answers, data
 
@@ -58,10 +59,11 @@ class ChatSession:
                 raise KitError(f"{run.name} has no adapter yet (it is saved when a stage ends); pick a finished or "
                                "stopped run, or the base model")
             recipe, label = load_recipe(run / runs.RECIPE), f"{run.name} (trained adapter)"
+            trained = runs.trained_plan(run)  # its weights as they were trained (nf4 or full precision)
         else:
-            recipe, adapter, label = load_recipe(source), None, f"{source.stem} base model"
+            recipe, adapter, label, trained = load_recipe(source), None, f"{source.stem} base model", None
 
-        _, _, engine = load_for_inference(recipe, adapter)
+        _, _, engine = load_for_inference(recipe, adapter, plan_for(recipe, trained=trained))
         # The chat template gets what training used (e.g. Qwen3's enable_thinking), so chat prompts match rollouts.
         generator = Generator(engine, template_kwargs=data.template_kwargs(recipe.data))
         return cls(recipe, adapter, label, generator)

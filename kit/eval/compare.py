@@ -26,6 +26,9 @@ def _same_base(a, b) -> bool:
 
     if asdict(a.recipe.model) != asdict(b.recipe.model):
         return False
+    formats = [{k: side.trained.get(k) for k in ("load_in_4bit", "dtype")} for side in (a, b)]
+    if formats[0] != formats[1]:  # trained in another weight format (nf4 / full precision): each loads its own
+        return False
     configs = []
     for side in (a, b):
         if side.adapter is not None:
@@ -50,7 +53,7 @@ def _evaluate_sides(sides, split, rows, recipe, settings) -> list[tuple[dict, li
             gen = None  # not shared: the previous model is dropped before the next loads
             first = side.adapter or next((s.adapter for s in sides if s.adapter is not None), None) if shared \
                 else side.adapter
-            gen, holds = _generator(side.recipe, first), first
+            gen, holds = _generator(side.recipe, first, side.trained), first
         if side.adapter is not None and side.adapter != holds:
             gen.engine.load_adapter(side.adapter)
             holds = side.adapter

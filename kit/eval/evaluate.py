@@ -24,6 +24,7 @@ from kit.errors import KitError
 from kit.eval.scoring import score_answers, score_samples
 from kit.models.engines import Generator
 from kit.models.loading import load_for_inference
+from kit.models.plan import plan as plan_for
 from kit.recipe import load_recipe
 from kit.runs.metrics import read_jsonl
 from kit.task import data
@@ -112,6 +113,7 @@ class Side:
                 raise KitError(f"{p} has no adapter yet (the stage has not finished); pick a finished stage or "
                                "the run folder")
             self.label = f"{p.parent.parent.name}/{p.name}"
+            self.trained = runs.trained_plan(p)
         else:
             self.recipe, run = _target(path, overrides)
             self.folder = run / runs.EVAL if run is not None else _eval_folder(self.recipe, None)
@@ -120,6 +122,7 @@ class Side:
                 raise KitError(f"{run} has no adapter yet; evaluate its base model with --base, or wait for a "
                                "stage to finish")
             self.label = run.name if run is not None else Path(path).stem
+            self.trained = runs.trained_plan(run) if run is not None else {}  # a recipe: as it says
         if self.adapter is None:
             self.label += " (base model)"
         self.kind = "trained" if self.adapter is not None else "base"
@@ -136,10 +139,16 @@ def _rows(recipe, split: str | None, limit: int | None) -> tuple[str, list[dict]
     return split, data.questions(recipe.data, split, limit, shuffle=False)
 
 
-def _generator(recipe, adapter):
-    _, _, engine = load_for_inference(recipe, adapter)
+def _generator(recipe, adapter, trained: dict | None = None):
+    """A Generator for the recipe's model with `adapter`, its weights loaded as the run trained them (`trained`:
+    kit.runs.trained_plan), not as the recipe would load them here today."""
+    plan = plan_for(recipe, trained=trained)
+    for note in plan.notes:
+        if note.startswith("model.load_in_4bit"):  # the weights' format: what the numbers are of
+            _log(f"[kit] {note}")
+    _, _, engine = load_for_inference(recipe, adapter, plan)
     gen = Generator(engine, data.template_kwargs(recipe.data))
-    _log(f"[kit] eval: answers from {gen.engine_name}")
+    _log(f"[kit] eval: {plan.weights} weights; answers from {gen.engine_name}")
     return gen
 
 
@@ -195,7 +204,8 @@ def eval_cli(args) -> int:
     split, rows = _rows(side.recipe, args.split, args.limit)
     settings = _settings(side.recipe, args)
     name = _name(side.kind, split, settings)
-    summary, items = run_eval(side.recipe, _generator(side.recipe, side.adapter), split, rows, name, settings)
+    summary, items = run_eval(side.recipe, _generator(side.recipe, side.adapter, side.trained), split, rows, name,
+                              settings)
     summary["adapter"] = side.id
     write_results(side.folder, name, summary, items)
     if args.json:

@@ -6,7 +6,7 @@
 The estimate adds up the terms that are alive at the memory peak of one GRPO step:
 
   base weights      4-bit nf4 (0.52 bytes/param incl. double-quantised scales; embeddings stay 16-bit) or 16-bit
-  LoRA              params + grads in fp32 + optimizer states (adamw_8bit: 2 bytes/param, adamw_torch: 8)
+  LoRA              params + grads in fp32 + optimizer states (adamw_8bit: ~2 bytes/param, 8 under 4096; torch: 8)
   logits            micro-batch x (completion + 1) x vocab in 16-bit: one copy. Often the biggest term: vocabularies
                     are 128-262k. TRL + PEFT: alive together with the activations. Unsloth: its GRPO loss takes
                     hidden states and computes log-probs one fp32 chunk at a time (+ that chunk), and this peak
@@ -53,6 +53,7 @@ T4_GIB = 14.74            # what CUDA reports for a "16 GB" Tesla T4 (total_memo
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)   # 4-bit values + 8-bit absmax per 64 + fp32 scale per 256 blocks
 CONTEXT_GIB = 0.5         # CUDA context + kernels, outside PyTorch's allocator (T4/H100 with CUDA 12-13: ~0.3-0.6)
 SLACK_GIB = 0.3           # cuBLAS workspaces + allocator fragmentation; fitted to the anchors below
+BNB_MIN_8BIT = 4096       # bitsandbytes' 8-bit optimizers: tensors with fewer elements keep 32-bit states
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # Measured elsewhere: peak torch.cuda.max_memory_reserved() in GiB for GRPO with G=8 completions per step (one
@@ -213,6 +214,39 @@ class Estimate:
 _CONTEXT = "CUDA context (outside PyTorch's allocator)"
 
 
+def weight_bytes(arch: Arch, load_in_4bit: bool, act_bytes: int, backend: str) -> dict[str, float]:
+    """Bytes of the frozen base weights: {"nf4": the 4-bit linear layers (0 when not 4-bit), "other": the rest}.
+    Device-independent (benchmarks/fit_bytes.py measures them on a CPU)."""
+    if not load_in_4bit:
+        return {"nf4": 0.0, "other": float(arch.params * act_bytes)}
+    # Measured on a CPU (benchmarks/fit_bytes.py): "nf4" within 0.5%. "other" is what Unsloth holds; the
+    # transformers backend holds twice that, since PEFT's prepare_model_for_kbit_training (kit.models.loading) casts
+    # every 16-bit parameter that is not 4-bit to fp32. Not counted yet: the H100 nf4 anchor (ANCHORS), which that
+    # path measured, is already 8% under this estimate and would be 25% under with it; the terms that overshoot
+    # (activations, logits) need a GPU to find. tests/test_fit_bytes.py holds the gap as an expected failure.
+    return {"nf4": arch.linear_params * NF4_BYTES, "other": float((arch.embedding_params + arch.other_params) * 2)}
+
+
+def lora_bytes(arch: Arch, rank: int, targets: tuple[str, ...], optim: str,
+               full_modules: tuple[str, ...] = ()) -> dict[str, float]:
+    """Bytes of what training adds: {"params", "grads", "optimizer"} for the LoRA tensors (+ `full_modules`,
+    embed_tokens/lm_head trained in full). Device-independent (benchmarks/fit_bytes.py measures them)."""
+    shapes = arch.linear_shapes()
+    # one entry per trained tensor: LoRA's A (r x in) and B (out x r) of each target in each layer
+    sizes = [rank * d for t in targets if t in shapes for d in shapes[t]] * arch.layers
+    sizes += [arch.vocab * arch.hidden] * len(full_modules)
+    n = sum(sizes)
+    if optim == "adamw_torch":
+        opt = 8.0 * n  # exp_avg + exp_avg_sq in fp32
+    else:
+        # bitsandbytes' 8-bit AdamW (TRL's adamw_8bit) keeps a tensor under its min_8bit_size (4096 elements) in
+        # 32-bit states, 8 bytes per element: LoRA B of a narrow k/v projection (SmolLM2 at r16: 192 x 16) is
+        # one, measured 11% over a flat 2 bytes/param. The others: two uint8 states + an fp32 absmax per
+        # 256-element block for each (its quantile maps are shared by all tensors: a few KiB, left out).
+        opt = float(sum(8 * k if k < BNB_MIN_8BIT else 2 * k + 2 * 4 * -(-k // 256) for k in sizes))
+    return {"params": 4.0 * n, "grads": 4.0 * n, "optimizer": opt}
+
+
 def estimate(recipe: Recipe, gpu_gb: float | None = None, plan=None, gpu_name: str | None = None) -> Estimate | None:
     """Peak VRAM of `recipe` on a GPU of `gpu_gb` GiB (default: this plan's GPU, else a 16 GB T4), or None when
     the architecture is unknown (no shipped config and not a local folder with a config.json)."""
@@ -232,20 +266,18 @@ def estimate(recipe: Recipe, gpu_gb: float | None = None, plan=None, gpu_name: s
     notes = []
 
     # Weights
+    w = sum(weight_bytes(arch, s.load_in_4bit, ab, s.backend).values())
     if s.load_in_4bit:
-        w = arch.linear_params * NF4_BYTES + (arch.embedding_params + arch.other_params) * 2
         w_name = "base weights (4-bit nf4; embeddings and norms 16-bit)"
     else:
-        w = arch.params * ab
         w_name = f"base weights ({'fp32' if ab == 4 else '16-bit'})"
     weights = (w_name, w / GIB)
 
     # LoRA (+ fully trained modules)
     lora_n = arch.lora_params(m.lora_rank, m.lora_target_modules)
-    opt_bytes = 8 if s.optim == "adamw_torch" else 2
-    full_n = sum(arch.vocab * arch.hidden for mod in m.modules_to_save if mod in ("embed_tokens", "lm_head"))
+    full = tuple(mod for mod in m.modules_to_save if mod in ("embed_tokens", "lm_head"))
     lora = (f"LoRA r{m.lora_rank} ({lora_n / 1e6:.1f}M params): fp32 params + grads + {s.optim} states",
-            (lora_n + full_n) * (4 + 4 + opt_bytes) / GIB)
+            sum(lora_bytes(arch, m.lora_rank, m.lora_target_modules, s.optim, full).values()) / GIB)
 
     # Training: logits and activations of one micro-batch
     logits = (f"logits: {b} completions x {completion + 1} tokens x {arch.vocab:,} vocab (16-bit)"

@@ -14,7 +14,7 @@ from kit.errors import KitError, RecipeError
 from kit.models import compat, engines, stopping
 from kit.models.adapters import load_adapter_weights
 from kit.models.catalog import model_path
-from kit.models.plan import Hardware, Plan, plan
+from kit.models.plan import Hardware, Plan, bnb_backend, plan
 from kit.recipe import ModelSpec, Recipe
 
 
@@ -44,7 +44,8 @@ def load(recipe: Recipe, p: Plan, seed: int):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if p.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     elif m.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -54,6 +55,24 @@ def load(recipe: Recipe, p: Plan, seed: int):
     _check_targets(model, m)
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_lora_kwargs(m)))
     return model, tokenizer
+
+
+def keep_dequantizing(model) -> None:
+    """Keep every 4-bit layer on bitsandbytes' dequantizing path: it backpropagates and computes in the plan's dtype.
+
+    On a CPU with AVX512-BF16, a `Linear4bit`'s first forward in eval mode without grad (the step-0 evaluation,
+    any generation) repacks its weights for a bf16 inference kernel (bitsandbytes::gemv_4bit) and every later
+    forward goes through it, training ones included; that kernel has no autograd formula, so gradients through the
+    frozen 4-bit weights vanish from then on (LoRA tensors upstream get none or wrong ones, and the only sign is a
+    UserWarning). Inference loads keep off it too, though it generates ~1.45x faster (docs/benchmarks.md, "4-bit
+    on CPU"): it computes in bfloat16, so evaluation and chat would answer otherwise than the model did in training
+    and than its merged export does (SmolLM2-135M: 3 of 8 greedy answers alike), and a repacked layer no longer
+    holds the layout export dequantizes. `support_avx512bf16_for_cpu` is the layer's own switch for the repack."""
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _check_targets(model, m: ModelSpec) -> None:
@@ -70,6 +89,7 @@ def _load_transformers_base(m: ModelSpec, p: Plan):
     path = model_path(m.name)
     kwargs = {"dtype": _torch_dtype(p.dtype)}
     if p.load_in_4bit:
+        bnb_backend()  # imports bitsandbytes quietly (kit.models.plan), before transformers does
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -83,6 +103,8 @@ def _load_transformers_base(m: ModelSpec, p: Plan):
     except OSError as e:
         raise KitError(f"model.name: could not load {m.name!r}: {str(e).splitlines()[0][:200]}. Offline? Use a "
                        "local folder, builtin:tiny or builtin:smollm2-135m (make real-model)") from None
+    if p.load_in_4bit:
+        keep_dequantizing(model)
     _prepare_tokenizer(tokenizer, model, m.name)
     return model, tokenizer
 
@@ -98,18 +120,31 @@ def _prepare_tokenizer(tokenizer, model, name: str) -> None:
     compat.causal_lm_inputs(tokenizer)  # transformers 4.x: no token_type_ids to generate()
 
 
+def unsloth_kwargs(m: ModelSpec, p: Plan, seed: int, model_name: str | None = None) -> tuple[dict, dict]:
+    """The keyword arguments `_load_unsloth` passes to `FastLanguageModel.from_pretrained` and (besides the model)
+    to `FastLanguageModel.get_peft_model`, built without importing Unsloth, so a check can hold them against the
+    installed Unsloth's signatures (make test-unsloth-import). `model_name`: the folder or Hub id to load (default:
+    the recipe's model.name as written; loading passes the resolved path)."""
+    load = dict(model_name=model_name or m.name, max_seq_length=m.max_seq_length, load_in_4bit=p.load_in_4bit,
+                dtype=_torch_dtype(p.dtype), fast_inference=p.fast_inference)
+    if p.fast_inference:
+        load.update(max_lora_rank=m.lora_rank, gpu_memory_utilization=m.gpu_memory_utilization)
+    lora = _lora_kwargs(m)
+    peft = dict(r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],
+                target_modules=lora["target_modules"], modules_to_save=lora["modules_to_save"],
+                use_gradient_checkpointing="unsloth" if m.gradient_checkpointing else False, random_state=seed)
+    return load, peft
+
+
 def _load_unsloth(m: ModelSpec, p: Plan, seed: int, adapter: Path | None):
     # Unsloth must be imported before trl/transformers/peft so its patches apply.
     os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")  # vLLM and training share memory (Unsloth's docs)
     import unsloth  # noqa: F401
     from unsloth import FastLanguageModel
 
-    kwargs = dict(max_seq_length=m.max_seq_length, load_in_4bit=p.load_in_4bit, dtype=_torch_dtype(p.dtype),
-                  fast_inference=p.fast_inference)
-    if p.fast_inference:
-        kwargs.update(max_lora_rank=m.lora_rank, gpu_memory_utilization=m.gpu_memory_utilization)
+    load_kwargs, peft_kwargs = unsloth_kwargs(m, p, seed, model_name=model_path(m.name))
     try:
-        model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path(m.name), **kwargs)
+        model, tokenizer = FastLanguageModel.from_pretrained(**load_kwargs)
     except Exception as e:  # noqa: BLE001  vLLM's start-up failures have no common type; re-raised as one line
         if not p.fast_inference:
             raise
@@ -119,11 +154,7 @@ def _load_unsloth(m: ModelSpec, p: Plan, seed: int, adapter: Path | None):
                        "no vLLM): --set model.fast_inference=false; if it ran out of memory, lower "
                        "model.gpu_memory_utilization. See docs/install.md") from e
     _prepare_tokenizer(tokenizer, model, m.name)
-    lora = _lora_kwargs(m)
-    model = FastLanguageModel.get_peft_model(
-        model, r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],
-        target_modules=lora["target_modules"], modules_to_save=lora["modules_to_save"],
-        use_gradient_checkpointing="unsloth" if m.gradient_checkpointing else False, random_state=seed)
+    model = FastLanguageModel.get_peft_model(model, **peft_kwargs)
     if adapter is not None:
         load_adapter_weights(model, adapter)
     return model, tokenizer
@@ -150,8 +181,8 @@ def load_for_inference(recipe: Recipe, adapter: Path | None, p: Plan | None = No
         if adapter is not None:
             engine.load_adapter(adapter)
         return model, tokenizer, engine
-    # Inference needs no 4-bit quantization on CPU and no gradient checkpointing. With vLLM, the HF copy is only
-    # the source of the weights: it stays on the CPU, unquantized.
+    # The weights as the plan says (a run's plan follows how it was trained: kit.runs.trained_plan); no gradient
+    # checkpointing. With vLLM, the HF copy is only the source of the weights: it stays on the CPU, unquantized.
     source = replace(p, load_in_4bit=False, hardware=Hardware(cuda=False)) if p.fast_inference else p
     model, tokenizer = _load_transformers_base(replace(m, gradient_checkpointing=False), source)
     if adapter is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.models.gguf_tokenizer import repair_byte_level
 from kit.models.tiny import build_once, cache_dir
 
 NAME = "builtin:smollm2-135m"
@@ -92,7 +93,8 @@ def build(source: Path, path: Path) -> None:
     tokenizer.add_special_tokens(dict(SPECIAL))
     tokenizer.clean_up_tokenization_spaces = False  # destructive for BPE (transformers warns on every load)
     tokenizer.save_pretrained(path)
-    _byte_level(path / "tokenizer.json")
+    # transformers saves this byte-level BPE tokenizer in a SentencePiece shape that llama.cpp's converter misreads
+    repair_byte_level(path / "tokenizer.json")
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # The GGUF-loaded model carries a quantization config and refuses save_pretrained: copy it into a plain one.
     config = gguf_model.config
@@ -105,16 +107,3 @@ def build(source: Path, path: Path) -> None:
     model.generation_config = GenerationConfig(**GENERATION)
     model.save_pretrained(path)
     (path / "NOTICE").write_text(NOTICE)
-
-
-def _byte_level(tokenizer_json: Path) -> None:
-    """Give the saved byte-level BPE tokenizer the release's shape: transformers builds it from the GGUF with a
-    Llama-style byte fallback and decoder, which change no token here (every byte is in the vocabulary) but make
-    llama.cpp's converter read it as a SentencePiece vocabulary, and the GGUF it writes would tokenize wrongly in
-    llama.cpp (`kit export --format gguf`)."""
-    import json
-
-    t = json.loads(tokenizer_json.read_text())
-    t["model"]["byte_fallback"] = False
-    t["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-    tokenizer_json.write_text(json.dumps(t, ensure_ascii=False))

@@ -32,8 +32,9 @@ class ModelSpec:
     backend: str = _f("auto", "auto: Unsloth when a CUDA GPU is present and unsloth imports, else transformers. "
                       "unsloth: fastest and leanest on one GPU. transformers: plain TRL + PEFT (CPU, multi-GPU).",
                       choices=("auto", "unsloth", "transformers"))
-    load_in_4bit: bool = _f(True, "Quantize the frozen base weights to 4 bits (QLoRA): ~4x less weight memory, "
-                            "slightly slower steps and a small quality cost. Needs a CUDA GPU.")
+    load_in_4bit: bool = _f(True, "Quantize the frozen base weights to 4 bits (QLoRA, nf4): ~4x less weight "
+                            "memory, slower steps and a small quality cost. Runs on a CUDA GPU and on CPU "
+                            "(bitsandbytes' CPU library), where it saves weight memory but not time.")
     dtype: str = _f("auto", "Compute dtype. auto: bfloat16 where the GPU has it (Ampere+), float16 on older GPUs "
                     "(T4), float32 on CPU.", choices=("auto", "bfloat16", "float16", "float32"))
     max_seq_length: int = _f(1024, "Longest prompt + completion in tokens. Higher: longer reasoning, more memory "
@@ -158,7 +159,8 @@ class GRPOSpec:
                             min=0.0, max=2.0, min_exclusive=True)
     top_p: float = _f(1.0, "Nucleus sampling for rollouts.", min=0.0, max=1.0, min_exclusive=True)
     max_steps: int = _f(250, "Optimizer steps of GRPO.", min=1)
-    optim: str = _f("auto", "Optimizer. auto: adamw_8bit on a CUDA GPU (less memory), adamw_torch on CPU.",
+    optim: str = _f("auto", "Optimizer. auto: adamw_8bit on a CUDA GPU (less memory), adamw_torch on CPU (8-bit "
+                    "runs there too, measured no faster). paged_adamw_8bit: CUDA only.",
                     choices=("auto", "adamw_8bit", "paged_adamw_8bit", "adamw_torch"))
     lr_scheduler_type: str = _f("cosine", "Learning-rate schedule after warm-up.",
                                 choices=("cosine", "linear", "constant", "constant_with_warmup"))

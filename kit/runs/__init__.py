@@ -2,7 +2,8 @@
 
     runs/<name>-<YYYYmmdd-HHMMSS>/
       recipe.yaml        the resolved recipe (every field)
-      summary.json       status (running/finished/failed/stopped), phase, steps, times, reward means
+      summary.json       status (running/finished/failed/stopped), phase, steps, times, reward means, and the
+                         plan the weights were trained with (trained_plan)
       metrics.jsonl      one object per log event: step, run_step, time, stage, and TRL's keys verbatim
       completions.jsonl  sample completions with their per-reward scores
       train.log          stdout/stderr when launched by the app
@@ -76,6 +77,33 @@ def read_summary(run: str | Path) -> dict:
                 data[key] = data[key].replace(written, str(run))
         data["trained_in"], data["run"] = written, str(run)
     return data
+
+
+# What the kit wrote into summary.json's notes, before runs recorded their plan, when a CPU run's recipe asked for
+# 4-bit: it trained in full precision.
+_OLD_CPU_4BIT_NOTE = "4-bit (bitsandbytes) needs a CUDA GPU"
+
+
+def trained_plan(run: str | Path) -> dict:
+    """How a run's weights were trained (summary.json "plan": backend, device, dtype, load_in_4bit, quantization,
+    generation, optim), for evaluation, chat, export and --resume to load them the same way; a stage folder
+    (RUN/stages/<i>-<kind>) answers for its run. Runs written before the plan was recorded: on a CPU the kit
+    always trained them in full precision (whatever the recipe said), so {"device": "cpu", "load_in_4bit": False};
+    on a GPU as the recipe said: {}. No summary: {}.
+
+    >>> trained_plan("/nonexistent")
+    {}
+    """
+    run = Path(run)
+    if run.parent.name == STAGES and not (run / SUMMARY).is_file():
+        run = run.parent.parent
+    summary = read_summary(run)
+    if isinstance(summary.get("plan"), dict):
+        return dict(summary["plan"])
+    notes = summary.get("notes") if isinstance(summary.get("notes"), list) else []
+    if summary.get("device") == "cpu" or any(_OLD_CPU_4BIT_NOTE in str(n) for n in notes):
+        return {"device": "cpu", "load_in_4bit": False}
+    return {}
 
 
 def _same_folder(written: str, run: str | Path) -> bool:

@@ -172,7 +172,7 @@ def run(recipe_path: str | Path, steps: int = 3, overrides: list[str] = (), out:
     try:
         bench_overrides.append(f"run.output_dir={workdir / 'runs'}")
         print(f"[kit] bench: {recipe.model.name} architecture, random weights ({folder}); {steps} GRPO steps, "
-              f"backend {plan.backend}, {'4-bit' if plan.load_in_4bit else plan.dtype}, "
+              f"backend {plan.backend}, {plan.weights}, "
               f"{'vLLM' if plan.fast_inference else 'HF'} generation, on {plan.hardware.name}", flush=True)
         sampler = _DeviceMemorySampler() if cuda else None
         with sampler or contextlib.nullcontext():

@@ -64,9 +64,24 @@ def facts() -> dict:
                 hw = detect_hardware()
                 info["gpu"] = {"name": hw.name, "total_gb": round(hw.total_gb, 1), "capability": hw.capability,
                                "bf16": hw.bf16, "count": torch.cuda.device_count()}
+            if info["versions"]["bitsandbytes"]:
+                info["bnb_backend"] = _bnb_backend()
     info["profile"] = profile(info)
     info["problems"] = problems(info)
     return info
+
+
+def _bnb_backend() -> str | None:
+    """The native library bitsandbytes loads here ("CPU", "CUDA", ...; None: none), as kit.models.plan.bnb_backend
+    finds it, asked of a child process: importing bitsandbytes registers its torch kernels, and the doctor's own
+    process holds nothing of the training stack."""
+    code = "from kit.models.plan import bnb_backend; print('BNB', bnb_backend())"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("BNB ")]
+    return found[0] if found and found[0] != "None" else None
 
 
 def _tested(info: dict) -> str | None:
@@ -182,7 +197,7 @@ def report(recipe_path: str | None = None, overrides: list[str] = ()) -> str:
         lines.append("gpu           no CUDA GPU")
     lines.append(f"driver        {info['driver'] or '-'}")
     for name in PACKAGES[1:]:
-        lines.append(f"{name:<13} {v[name] or '-'}")
+        lines.append(f"{name:<13} {v[name] or '-'}" + (_bnb_words(info) if name == "bitsandbytes" else ""))
     lines.append(f"profile       {info['profile']}")
     if info["problems"]:
         lines.append("")
@@ -195,6 +210,17 @@ def report(recipe_path: str | None = None, overrides: list[str] = ()) -> str:
     return "\n".join(lines)
 
 
+def _bnb_words(info: dict) -> str:
+    """What bitsandbytes runs on here, after its version: the backend of 4-bit loading and 8-bit AdamW."""
+    if not info["versions"].get("bitsandbytes") or "bnb_backend" not in info:
+        return ""
+    backend = info["bnb_backend"]
+    if backend is None:
+        return ("  (backend: none, no native library loaded for this device: 4-bit recipes train full-precision "
+                "LoRA; python -m bitsandbytes says why)")
+    return f"  (backend: {backend}: 4-bit nf4 and 8-bit AdamW run here)"
+
+
 def _recipe_lines(path: str, overrides: list[str], info: dict) -> list[str]:
     recipe = load_recipe(path, overrides)  # an unreadable recipe is the user's error: exit 2 with its line
     lines = [f"recipe        {path}  ({recipe.model.name})"]
@@ -205,7 +231,7 @@ def _recipe_lines(path: str, overrides: list[str], info: dict) -> list[str]:
         p = make_plan(recipe)
     except KitError as e:
         return lines + [f"plan          cannot run here: {e}"]
-    lines.append(f"plan          backend {p.backend} | {'4-bit' if p.load_in_4bit else p.dtype} | "
+    lines.append(f"plan          backend {p.backend} | {p.weights} | "
                  f"{'vLLM' if p.fast_inference else 'HF'} generation | optim {p.optim} | {p.hardware.name}")
     lines += [f"note          {n}" for n in p.notes]
 

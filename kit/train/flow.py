@@ -49,12 +49,12 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
         check_resume(run, saved, recipe)
     else:
         recipe = load_recipe(recipe_path, overrides)
-    plan = plan_for(recipe)
+    # resumed: the weights load as the run trained them (an older CPU run of a 4-bit recipe trained in float32)
+    plan = plan_for(recipe, trained=runs.trained_plan(run) if resume is not None else None)
     if recipe.model.vllm_server:  # before anything loads: the server must be up
         check_vllm_server(recipe.model.vllm_server)
-    say(f"recipe {recipe.run.name}: {recipe.model.name} | backend {plan.backend} | "
-        f"{'4-bit' if plan.load_in_4bit else plan.dtype} | {'vLLM' if plan.fast_inference else 'HF'} generation "
-        f"| {plan.hardware.name}")
+    say(f"recipe {recipe.run.name}: {recipe.model.name} | backend {plan.backend} | {plan.weights} | "
+        f"{'vLLM' if plan.fast_inference else 'HF'} generation | {plan.hardware.name}")
     for note in [*plan.notes, *kit_recipe.ineffective_overrides(recipe, overrides)]:
         say(note)
     warn_if_too_big(recipe, plan)

@@ -3,6 +3,7 @@ TRL trainer configured from the recipe, fed from the task's data, logging into t
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 from kit import runs
@@ -31,6 +32,25 @@ def stage_callbacks(recipe, stage_name, tracker, stop, every_completions=0):
     completions_cb = CompletionsCallback(tracker.writer(tracker.run / runs.COMPLETIONS), stage_name, offset,
                                          every_completions)
     return [metrics_cb, completions_cb, StopCallback(stop)], completions_cb
+
+
+@contextlib.contextmanager
+def trainable_dtypes_kept(model, plan):
+    """Build a TRL trainer inside this block: the trainable parameters keep the dtypes they had before it.
+
+    TRL 1.x (SFTTrainer and GRPOTrainer, when the trainer is built) casts every trainable parameter of a quantized
+    model to bfloat16, meant for LoRA on a GPU. It breaks a 4-bit run two ways: modules_to_save (a trained copy of
+    embed_tokens / lm_head) in bfloat16 beside float32 hidden states fails the first forward ("expected m1 and m2 to
+    have the same dtype"), and LoRA weights, their gradients and AdamW's state in bfloat16 are not the float32 LoRA
+    that PEFT made (QLoRA computes in the plan's dtype; kit fit counts float32 LoRA). Put back here, before
+    train() builds the optimizer. Unsloth's patched trainers own their dtypes: left alone."""
+    before = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
+    yield
+    if plan.backend != "transformers" or not plan.load_in_4bit:
+        return
+    for name, p in model.named_parameters():
+        if name in before and p.dtype != before[name]:
+            p.data = p.data.to(before[name])
 
 
 def sft_dataset(recipe: Recipe, rows: list[dict]):
@@ -64,7 +84,9 @@ def run_sft(recipe, plan, model, tokenizer, rows, stage_dir, stage_name, tracker
                      max_length=recipe.model.max_seq_length, completion_only_loss=True, packing=False)
     callbacks, _ = stage_callbacks(recipe, stage_name, tracker, stop)
     point_logger(recipe, tracker.run, stage_name)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
+    with trainable_dtypes_kept(model, plan):
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                             callbacks=callbacks)
     use_compact_progress(trainer)
     say(f"{stage_name}: supervised fine-tuning on {len(ds)} examples, {s.max_steps} steps")
     tracker.update(phase=f"{stage_name}: training")
@@ -111,8 +133,9 @@ def run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, sto
         callbacks.append(EvalCallback(recipe, tokenizer, tracker.metrics_writer(stage_name), stage_name,
                                       tracker.offset(stage_name), scratch=str(stage_dir / "eval_lora")))
     point_logger(recipe, tracker.run, stage_name)
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards.reward_functions(recipe), args=args,
-                          train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
+    with trainable_dtypes_kept(model, plan):
+        trainer = GRPOTrainer(model=model, reward_funcs=rewards.reward_functions(recipe), args=args,
+                              train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
     completions_cb.trainer = trainer
     if args.use_vllm and args.vllm_mode == "colocate" and plan.backend == "transformers":
         # evaluation during training (and later rejection sampling) answer through the same engine

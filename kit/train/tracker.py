@@ -43,7 +43,7 @@ class Tracker:
         self.summary = {
             "status": "running", "phase": "starting", "run": str(Path(run).resolve()), "recipe": recipe.run.name,
             "description": recipe.description, "model": recipe.model.name, "backend": plan.backend,
-            "device": plan.hardware.name, "notes": list(plan.notes),
+            "device": plan.hardware.name, "plan": plan.record(), "notes": list(plan.notes),
             "started": previous.get("started", time.strftime("%Y-%m-%d %H:%M:%S")),
             "elapsed_s": previous.get("elapsed_s", 0.0), "pid": os.getpid(), "host": socket.gethostname(),
             "stage": None, "step": 0, "run_step": previous.get("run_step", 0),
