@@ -24,10 +24,10 @@ from kit.errors import KitError
 from kit.eval.compare import compare_cli
 from kit.eval.evaluate import eval_cli
 from kit.models import fit
-from kit.recipe import iter_fields, list_recipes, load_recipe
+from kit.recipe import ALGORITHMS, iter_fields, list_recipes, load_recipe
 from kit.runs import metrics, plots, report
 from kit.task.rewards import REWARDS, WRITING_ONE
-from kit.tools import bench, doctor, export
+from kit.tools import bench, doctor, export, study
 from kit.train.flow import train
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -138,6 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: RUN/export-<format>)")
     p.add_argument("--quantization", help="GGUF type: q8_0 (default), f16, bf16, f32 on any machine; k-quants "
                    "(q4_k_m, q5_k_m, ...) through Unsloth on a CUDA GPU")
+
+    p = sub.add_parser("study", help="a baseline and one trial per varied value, each compared with the baseline "
+                       "on the same held-out questions (95%% intervals, seed-to-seed spread)")
+    p.add_argument("recipe", type=_recipe_arg, help="recipe YAML (or a name in recipes/): the baseline")
+    p.add_argument("--vary", action="extend", nargs="+", default=[], required=True, metavar="SECTION.FIELD=V1,V2",
+                   help="a field and its values, one trial each (repeatable), e.g. --vary grpo.beta=0,1e-3")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a recipe field for the baseline and every trial (repeatable)")
+    p.add_argument("--seeds", type=_positive(int), default=1, help="runs per configuration: grpo.seed = the "
+                   "recipe's + 0..N-1 (default 1)")
+    p.add_argument("--limit", type=_positive(int), help="held-out questions (default: the recipe's eval.limit)")
+    p.add_argument("--samples", type=_positive(int), metavar="K", help="also sample K answers per question: "
+                   "pass@1, pass@K, maj@K")
+    p.add_argument("--out", metavar="DIR", help="study folder (default: studies/<recipe name>); the same "
+                   "arguments again continue it")
+    p.add_argument("--grid", action="store_true", help="every combination of the varied values, not one field "
+                   "at a time")
 
     p = sub.add_parser("ui", help="launch the Gradio app")
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on; any but loopback needs a login")
@@ -294,7 +311,36 @@ def cmd_fields(args) -> int:
     for name, default, help_ in rows:
         shown = repr(default) if isinstance(default, str) else str(default)
         print(f"{name}  (default {shown if len(shown) <= 40 else shown[:37] + '...'})\n    {help_}")
+        if name == "grpo.algorithm":
+            print("\n".join(f"    {line}" for line in algorithm_lines()))
     return 0
+
+
+def _paper(a) -> str:
+    return f"{a.title} (arXiv {a.arxiv})" if a.arxiv else a.title
+
+
+def algorithm_lines() -> list[str]:
+    """grpo.algorithm's presets, one line each with its paper and the fields it sets (from kit.recipe.ALGORITHMS)."""
+    return [f"- {name}: {_paper(a)}. Sets {', '.join(f'{k}={_value(v)}' for k, v in a.sets.items())}. {a.note}."
+            for name, a in ALGORITHMS.items()]
+
+
+def algorithms_markdown() -> str:
+    """docs/grpo-options.md's preset table, from kit.recipe.ALGORITHMS."""
+    lines = ["| algorithm | paper | sets | note |", "|---|---|---|---|"]
+    for name, a in ALGORITHMS.items():
+        paper = f"{a.title} ([arXiv {a.arxiv}](https://arxiv.org/abs/{a.arxiv}))" if a.arxiv else a.title
+        sets = ", ".join(f"`{k}: {_value(v)}`" for k, v in a.sets.items())
+        lines.append(f"| `{name}` | {paper} | {sets} | {a.note}. |")
+    return "\n".join(lines)
+
+
+def _value(value) -> str:
+    """As YAML writes it: true, null, 0.0003."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def fields_markdown(rows=None) -> str:
@@ -349,6 +395,10 @@ def cmd_eval(args) -> int:
         return run(args)
 
 
+def cmd_study(args) -> int:
+    return study.cli(args)
+
+
 def cmd_ui(args) -> int:
     from kit.app import ui  # gradio takes seconds to import: only `kit ui` pays for it
 
@@ -359,7 +409,7 @@ COMMANDS = {
     "list": cmd_list, "train": cmd_train, "show": cmd_show, "runs": cmd_runs, "fields": cmd_fields,
     "rewards": cmd_rewards, "plot": cmd_plot,
     "eval": cmd_eval, "compare": cmd_eval, "fit": fit.cli, "bench": bench.cli, "export": export.cli, "ui": cmd_ui,
-    "doctor": doctor.cli,
+    "doctor": doctor.cli, "study": cmd_study,
 }
 
 if __name__ == "__main__":

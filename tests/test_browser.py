@@ -97,6 +97,7 @@ def test_pick_start_watch_and_chat_in_a_real_browser(playwright_api, app_url):
 # Beyond localhost only behind a login: the server binds every interface (0.0.0.0); the test connects to 127.0.0.1.
 
 SECRET_RUN = "secret-task-20261201-000000"
+SECRET_STUDY = "secret-study"  # a study folder (kit study) under ./studies, shown in the Runs tab after login
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,11 @@ def public_app(tmp_path_factory):
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text((ROOT / "recipes" / "demo.yaml").read_text())
     (run / "summary.json").write_text('{"status": "finished", "recipe": "demo", "model": "builtin:tiny"}')
+    study = home / "studies" / SECRET_STUDY
+    study.mkdir(parents=True)
+    (study / "study.json").write_text('{"recipe": "recipes/demo.yaml", "args": {}, "trials": []}')
+    (study / "study.md").write_text("# Study: demo\n\n| trial | seed | strict |\n|---|---|---|\n"
+                                    "| baseline | 3407 | 81.5% |\n| grpo.beta=1e-3 | 3407 | 83.0% |\n")
     env = {k: v for k, v in os.environ.items() if k != "KIT_UI_AUTH"}
     with running_app(home, home / "runs", "--host", "0.0.0.0", env=env) as (url, _):
         login = re.search(r"login: user (\S+), password (\S+)", (home / "app.log").read_text())
@@ -125,7 +131,7 @@ def _get(url: str, data: bytes | None = None) -> tuple[int, str]:
         return e.code, e.read().decode("utf-8", "replace")
 
 
-LEAKS = (SECRET_RUN, "qwen2.5-1.5b", "demo-pipeline", "builtin:tiny", "correctness_reward")
+LEAKS = (SECRET_RUN, SECRET_STUDY, "qwen2.5-1.5b", "demo-pipeline", "builtin:tiny", "correctness_reward")
 
 
 def test_no_recipe_or_run_data_before_login_over_plain_http(public_app):
@@ -167,4 +173,8 @@ def test_login_form_then_the_app_in_a_real_browser(playwright_api, public_app):
         assert page.locator("#run-pick input").input_value() == SECRET_RUN
         page.get_by_role("tab", name="Runs").click()
         wait_text(page, "runs-table", SECRET_RUN, 30, runs_dir)
+        # ... and the studies: the table of the one under ./studies
+        page.locator("#studies").get_by_text("Studies", exact=False).first.click()
+        wait_text(page, "study-table", r"grpo\.beta=1e-3\s+3407\s+83\.0%", 30, runs_dir)
+        assert page.locator("#study-pick input").input_value() == SECRET_STUDY
         browser.close()

@@ -50,8 +50,9 @@ loaded."""
 
 
 def build_app(recipes_dir: str | Path = "recipes", runs_dir: str | Path = "runs",
-              controller: Controller | None = None) -> gr.Blocks:
-    """The app's Blocks. `controller` (default: one for these folders) holds its runs and chat model."""
+              controller: Controller | None = None, studies_dir: str | Path = "studies") -> gr.Blocks:
+    """The app's Blocks. `controller` (default: one for these folders) holds its runs and chat model; the Runs tab
+    also shows the studies (`kit study`) in `studies_dir`."""
     ctl = controller or Controller(recipes_dir, runs_dir)
     with gr.Blocks(title="grpo-kit") as app:
         gr.Markdown(HEADER)
@@ -65,6 +66,7 @@ def build_app(recipes_dir: str | Path = "recipes", runs_dir: str | Path = "runs"
                 _train_tab(app, ctl, run_pick, timer)
             with gr.Tab("Runs", id="runs"):
                 _runs_tab(app, ctl, run_pick, timer)
+                _studies(app, Path(studies_dir), timer)
             with gr.Tab("Curves", id="curves"):
                 _curves_tab(app, ctl, run_pick, timer)
             with gr.Tab("Completions", id="completions"):
@@ -197,6 +199,42 @@ def _runs_tab(app: gr.Blocks, ctl: Controller, run_pick, timer) -> None:
     timer.tick(refresh, [run_pick, seen], outputs, show_progress="hidden")
     app.load(refresh, [run_pick, seen], outputs)
     run_pick.change(lambda name: views.run_details(ctl, ctl.find_run(name)), run_pick, [details, log])
+
+
+def _studies(app: gr.Blocks, root: Path, timer) -> None:
+    """A study's table and plot (`kit study`, folders under ./studies). The choices are filled after the page
+    loads (behind the login where there is one), never into the page itself."""
+    with gr.Accordion("Studies (kit study): trials against their baseline", open=False, elem_id="studies"):
+        pick = gr.Dropdown([], label="Study", info="a folder under ./studies, most recently updated first",
+                           elem_id="study-pick")
+        table = gr.Markdown(elem_id="study-table")
+        plot = gr.Image(show_label=False, type="pil", interactive=False, elem_id="study-plot")
+
+    def show(name):
+        folder = next((f for f in views.study_folders(root) if f.name == name), None)
+        text, png = views.study_view(folder)
+        if png is None:
+            return text, None
+        from PIL import Image
+
+        with Image.open(png) as im:
+            return text, im.copy()
+
+    def refresh(name, seen):
+        folders = views.study_folders(root)
+        names = [f.name for f in folders]
+        name = name if name in names else (names[0] if names else None)
+        json_file = root / name / "study.json" if name else None
+        key = [names, name, json_file.stat().st_mtime if json_file and json_file.is_file() else 0]
+        if key == seen:  # nothing new: leave the page as it is
+            return gr.skip(), gr.skip(), gr.skip(), seen
+        text, image = show(name)
+        return gr.update(choices=names, value=name), text, image, key
+
+    seen = gr.State(None)
+    timer.tick(refresh, [pick, seen], [pick, table, plot, seen], show_progress="hidden")
+    app.load(refresh, [pick, seen], [pick, table, plot, seen])
+    pick.input(show, pick, [table, plot])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -260,3 +260,27 @@ def question_of(prompt, system_prompt: str) -> str:
 
 def _round(value):
     return round(value, 3) if isinstance(value, float) else value
+
+
+# --- studies (`kit study`) ------------------------------------------------------------------------------------
+# A study folder holds study.json (the numbers), study.md (the table) and study.png (the plot): kit/tools/study.py.
+
+
+def study_folders(root: str | Path = "studies") -> list[Path]:
+    """The study folders under `root` (those with a study.json), most recently updated first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "study.json").is_file()]
+    return sorted(found, key=lambda p: (p / "study.json").stat().st_mtime, reverse=True)
+
+
+def study_view(folder: Path | None) -> tuple[str, Path | None]:
+    """(study.md's text, study.png or None) of a study folder, for the app's Studies panel."""
+    if folder is None:
+        return ("No study yet. Run one in a terminal, e.g. `kit study recipes/demo.yaml --vary grpo.beta=0,1e-3 "
+                "--seeds 2`; it appears here (folders under ./studies)."), None
+    md, png = folder / "study.md", folder / "study.png"
+    text = md.read_text(encoding="utf-8", errors="replace") if md.is_file() else \
+        f"**{folder.name}**: no study.md yet (the study has not written its table)."
+    return text + f"\n\n- folder: `{folder}`", png if png.is_file() else None

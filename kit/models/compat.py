@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from importlib import metadata
 
 # The exact CPU-testable core of each profile (profiles/<name>.txt) and its GPU pins (profiles/<name>-gpu.txt).
@@ -120,6 +121,25 @@ def vllm_max_model_length(config_cls, max_seq_length: int) -> dict:
     such field and sizes its engine as max_prompt_length + max_completion_length (both passed by the kit; the recipe
     keeps their sum within model.max_seq_length)."""
     return {"vllm_max_model_length": max_seq_length} if "vllm_max_model_length" in _fields(config_cls) else {}
+
+
+def field_names(config_cls) -> list[str]:
+    """The arguments a trainer config class takes, sorted (for did-you-mean hints)."""
+    return sorted(_fields(config_cls))
+
+
+def grpo_takes(config_cls, name: str, value=None) -> bool:
+    """Whether the installed GRPOConfig takes `name=value`. TRL 0.22 has no multi_objective_aggregation,
+    off_policy_mask_threshold nor vllm_importance_sampling_* fields, and its loss_type knows grpo, dapo, dr_grpo and
+    bnpo only: a loss is taken when the field's own help text lists it (1.14's adds cispo, sapo, luspo, vespo). A
+    help text that quotes no names at all says nothing, and the value is taken."""
+    if name not in _fields(config_cls):
+        return False
+    if name != "loss_type":
+        return True
+    help_text = next(f for f in dataclasses.fields(config_cls) if f.name == name).metadata.get("help", "")
+    listed = re.findall(r"'(\w+)'", help_text)
+    return not listed or value in listed
 
 
 def render_prompts(template_kwargs: dict) -> bool:

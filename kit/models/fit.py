@@ -313,7 +313,7 @@ def estimate(recipe: Recipe, gpu_gb: float | None = None, plan=None, gpu_name: s
     train = [weights, lora, *peak_part, slack, context]
 
     # Generation
-    gen_batch = b * g.gradient_accumulation_steps
+    gen_batch = b * (g.steps_per_generation or g.gradient_accumulation_steps)  # completions of one round
     if s.fast_inference:
         share = m.gpu_memory_utilization * gpu_gb
         vllm = (f"vLLM: gpu_memory_utilization {m.gpu_memory_utilization:g} x {gpu_gb:.1f} GiB (weights + KV cache)",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,9 +24,12 @@ import yaml
 
 from kit.errors import KitError, RecipeError  # noqa: F401  (KitError also importable from here, as older code does)
 from kit.recipe.schema import (  # noqa: F401  (the recipe's names, importable from here)
+    ALGORITHM_FIELDS,
+    ALGORITHMS,
     DEFAULT_REWARDS,
     DEFAULT_SYSTEM_PROMPT,
     SECTIONS,
+    Algorithm,
     DataSpec,
     EvalSpec,
     GRPOSpec,
@@ -88,7 +92,57 @@ def ineffective_overrides(recipe: Recipe, overrides: typing.Iterable[str]) -> li
                          + (" (sft.enabled=true adds the warm-up)" if section == "sft" and not recipe.stages else ""))
         elif name in ("max_steps", "learning_rate") and all(getattr(s, name) is not None for s in using):
             notes.append(f"{key} has no effect: each {'/'.join(kinds)} stage in `stages` sets its own {name}")
+        elif key == "grpo.algorithm" and recipe.grpo.algorithm in ALGORITHMS:
+            overridden = {o.partition("=")[0].strip() for o in overrides}
+            kept = [f"grpo.{f}" for f, v in preset_values(recipe.grpo.algorithm).items()
+                    if getattr(recipe.grpo, f) != v and f"grpo.{f}" not in overridden]
+            if kept:  # fields the file sets win over a preset: a saved run's recipe sets them all
+                notes.append(f"{key}: the recipe sets {', '.join(kept)} itself, and a field the recipe sets wins "
+                             f"over the preset; --set those too, or remove them from the recipe")
     return notes
+
+
+def on_policy_notes(recipe: Recipe, vllm_correction: bool) -> list[str]:
+    """One note when clipping or importance-sampling fields are set but cannot act: if each round of rollouts is
+    used within one optimizer step and no vLLM importance-sampling correction runs (`vllm_correction`, which only
+    the plan knows), TRL keeps no old log-probs and the ratio exp(logp - logp.detach()) is exactly 1. `kit train`
+    says so instead of letting GSPO's or DAPO's clipping look applied."""
+    g, defaults = recipe.grpo, GRPOSpec()
+    spg = g.steps_per_generation or g.gradient_accumulation_steps
+    if vllm_correction or g.gradient_accumulation_steps % (spg * g.num_iterations):
+        return []
+    idle = [f for f in ("epsilon", "epsilon_high", "delta") if getattr(g, f) != getattr(defaults, f)]
+    if g.loss_type == "cispo" and g.epsilon_high is not None and g.epsilon_high < 1:
+        idle = [f for f in idle if f != "epsilon_high"]  # cispo caps the ratio itself: below 1 it scales updates
+    if g.importance_sampling_level != defaults.importance_sampling_level and g.beta == 0:
+        idle.append("importance_sampling_level")  # with beta > 0 it reweights the KL gradient even on-policy
+    if not idle:
+        return []
+    by = (f" (grpo.algorithm={g.algorithm} sets {'it' if len(idle) == 1 else 'them'})"
+          if g.algorithm and set(idle) <= set(ALGORITHMS[g.algorithm].sets) else "")
+    one = len(idle) == 1
+    return [(f"{', '.join(f'grpo.{f}' for f in idle)} {'has' if one else 'have'} no effect here{by}: each round of "
+             f"rollouts is used within one optimizer step (num_iterations {g.num_iterations}, steps_per_generation "
+             f"{spg}, gradient_accumulation_steps {g.gradient_accumulation_steps}) and no vLLM importance-sampling "
+             f"correction runs, so the policy ratio is exactly 1 and nothing is clipped; grpo.num_iterations >= 2 "
+             f"or grpo.steps_per_generation above grpo.gradient_accumulation_steps makes {'it' if one else 'them'} "
+             "act")]
+
+
+def preset_values(algorithm: str) -> dict:
+    """Every field a preset decides (ALGORITHM_FIELDS): its own settings, the rest at their defaults."""
+    defaults = GRPOSpec()
+    return {f: ALGORITHMS[algorithm].sets.get(f, getattr(defaults, f)) for f in ALGORITHM_FIELDS}
+
+
+def _apply_algorithm(raw: dict) -> dict:
+    """Fill the fields of grpo.algorithm's preset that the recipe (file and overrides) leaves out. A saved recipe
+    lists every field, so reading it back applies nothing: load -> save -> load gives the same recipe."""
+    grpo = raw.get("grpo")
+    name = grpo.get("algorithm") if isinstance(grpo, dict) else None
+    if not isinstance(name, str) or name not in ALGORITHMS:  # unknown names fail in _build, with the choices
+        return raw
+    return {**raw, "grpo": {**preset_values(name), **grpo}}
 
 
 def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
@@ -131,6 +185,14 @@ def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
             section = dict(section)
             section[parts[1]] = value
             raw[parts[0]] = section
+        elif parts[:2] == ["grpo", "trl_args"] and len(parts) == 3:  # one TRL argument: grpo.trl_args.NAME=value
+            section = raw.get("grpo") or {}
+            if not isinstance(section, dict) or not isinstance(section.get("trl_args") or {}, dict):
+                raise RecipeError(f"override {key}: {'grpo.trl_args' if isinstance(section, dict) else 'grpo'} "
+                                  "is not a mapping")
+            section = dict(section)
+            section["trl_args"] = {**(section.get("trl_args") or {}), parts[2]: value}
+            raw["grpo"] = section
         else:
             raise RecipeError(f"override {key}: use section.field (one dot), e.g. grpo.learning_rate=1e-5")
     return raw
@@ -139,7 +201,7 @@ def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
 def recipe_from_dict(raw: dict, source: str = "recipe", base_dir: str | Path | None = None) -> Recipe:
     """Build and validate a `Recipe` from plain data (what YAML gives). Relative paths of local data and reward
     files start at `base_dir` (the recipe's folder), then the current directory, and come back absolute."""
-    recipe = _build(Recipe, raw, "")
+    recipe = _build(Recipe, _apply_algorithm(raw), "")
     resolved = tuple(dataclasses.replace(r, name=rewards.resolve_name(r.name, base_dir, f"rewards[{i}].name"))
                      for i, r in enumerate(recipe.rewards))
     recipe = dataclasses.replace(recipe, rewards=resolved, data=dataclasses.replace(
@@ -180,6 +242,8 @@ def _convert(value: Any, hint: Any, name: str, meta: typing.Mapping) -> Any:
         return _convert(value, inner, name, meta)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{name}.")
+    if origin is dict:
+        return _arguments(value, name)
     if origin is tuple:
         if value is None:
             value = []
@@ -216,13 +280,43 @@ def _convert(value: Any, hint: Any, name: str, meta: typing.Mapping) -> Any:
         hint_text = f" (did you mean {close[0]}?)" if close else ""
         raise RecipeError(f"{name}: {_show(value)} is not allowed; choose one of {', '.join(choices)}{hint_text}")
     lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
-        op = ">" if meta.get("min_exclusive") else ">="
-        rng = f"{op} {lo}" + (f" and <= {hi}" if hi is not None else "")
+    low = lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo))
+    if low or (hi is not None and value > hi):
+        rng = " and ".join(([f"{'>' if meta.get('min_exclusive') else '>='} {lo}"] if lo is not None else [])
+                           + ([f"<= {hi}"] if hi is not None else []))
         raise RecipeError(f"{name}: {_show(value)} is out of range; must be {rng}")
-    if hi is not None and value > hi:
-        raise RecipeError(f"{name}: {_show(value)} is out of range; must be <= {hi}")
     return value
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _arguments(value: Any, name: str) -> dict:
+    """A mapping of argument names to plain values (grpo.trl_args). Only its shape is checked here, without TRL:
+    the names meet the installed GRPOConfig in the training preflight."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{name}: expected a mapping of GRPOConfig names to values, e.g. "
+                          f"{{sapo_temperature_neg: 1.1}}, got {_show(value)}")
+    out = {}
+    for key, v in value.items():
+        if not (isinstance(key, str) and key.isidentifier()):
+            raise RecipeError(f"{name}: {_show(key)} is not an argument name (letters, digits and _)")
+        items = v if isinstance(v, list) else [v]
+        for item in items:
+            if not (item is None or isinstance(item, (bool, int, float, str))):
+                raise RecipeError(f"{name}.{key}: expected a number, text, true/false, null or a list of them, got "
+                                  f"{_show(v)} (a mapping goes as JSON text, as TRL reads it)")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise RecipeError(f"{name}.{key}: {_show(item)} is not a finite number")
+        # YAML 1.1 reads 1e-3 (no dot) as text
+        out[key] = [_plain_number(i) for i in v] if isinstance(v, list) else _plain_number(v)
+    return out
+
+
+def _plain_number(value: Any) -> Any:
+    return float(value) if isinstance(value, str) and _NUMBER.fullmatch(value) else value
 
 
 def _show(value: Any) -> str:
@@ -254,6 +348,20 @@ def _check_cross_fields(r: Recipe) -> None:
             f"{g.per_device_train_batch_size} x {g.gradient_accumulation_steps} = {batch} is not a multiple of "
             f"grpo.num_generations ({g.num_generations}); with this grad-accum use per_device_train_batch_size "
             f"in {ok}, or change num_generations")
+    spg = g.steps_per_generation
+    if spg is not None and (g.per_device_train_batch_size * spg) % g.num_generations:
+        raise RecipeError(
+            f"grpo.steps_per_generation: per_device_train_batch_size x steps_per_generation = "
+            f"{g.per_device_train_batch_size} x {spg} is not a multiple of grpo.num_generations "
+            f"({g.num_generations}): a round of rollouts must hold whole groups; change one of them")
+    low, high = g.vllm_importance_sampling_clip_min, g.vllm_importance_sampling_clip_max
+    if low is not None and high is not None and low >= high:
+        raise RecipeError(f"grpo.vllm_importance_sampling_clip_min: {low:g} is not below "
+                          f"vllm_importance_sampling_clip_max ({high:g}); lower it or raise the max")
+    if low is None and high is None and g.vllm_importance_sampling_mode.endswith("_truncate"):
+        raise RecipeError(f"grpo.vllm_importance_sampling_mode: {g.vllm_importance_sampling_mode} clips the ratio "
+                          "into [clip_min, clip_max], and both are null; set vllm_importance_sampling_clip_max "
+                          "(e.g. 3.0) or use a *_mask mode")
     if g.max_prompt_length + g.max_completion_length > r.model.max_seq_length:
         raise RecipeError(
             f"grpo.max_prompt_length + grpo.max_completion_length = {g.max_prompt_length} + "
@@ -323,7 +431,8 @@ def iter_fields() -> typing.Iterator[tuple[str, Any, str]]:
     for f in dataclasses.fields(Recipe):
         if f.name in SECTIONS:
             for g in dataclasses.fields(SECTIONS[f.name]):
-                default = g.default if g.default is not dataclasses.MISSING else "(required)"
+                default = g.default if g.default is not dataclasses.MISSING else (
+                    g.default_factory() if g.default_factory is not dataclasses.MISSING else "(required)")
                 yield f"{f.name}.{g.name}", default, g.metadata["help"]
         elif f.name not in ("model",):
             default = f.default if f.default is not dataclasses.MISSING else None

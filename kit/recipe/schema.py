@@ -131,14 +131,60 @@ class SFTSpec:
 
 
 @dataclass(frozen=True)
+class Algorithm:
+    """A published GRPO variant as recipe values. `sets` holds only loss, clipping, importance-sampling,
+    reward-scaling and masking fields (ALGORITHM_FIELDS): a preset never touches beta, num_generations or the
+    learning rate, which belong to the model and the budget, not to the algorithm."""
+    title: str
+    arxiv: str | None
+    sets: dict
+    note: str = ""
+
+
+# The fields a preset decides: those its `sets` leaves out take their defaults (so switching presets leaves
+# nothing of the previous one behind).
+ALGORITHM_FIELDS = ("loss_type", "scale_rewards", "epsilon", "epsilon_high", "delta", "importance_sampling_level",
+                    "mask_truncated_completions")
+
+ALGORITHMS = {
+    "grpo": Algorithm("DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
+                      "2402.03300", {"loss_type": "grpo", "scale_rewards": "group"},
+                      "The original: per-answer mean loss, advantages scaled by the group's std"),
+    "dr_grpo": Algorithm("Understanding R1-Zero-Like Training: A Critical Perspective", "2503.20783",
+                         {"loss_type": "dr_grpo", "scale_rewards": "none"},
+                         "Dr. GRPO: no length bias (constant normaliser), no difficulty bias (no std scaling)"),
+    "dapo": Algorithm("DAPO: An Open-Source LLM Reinforcement Learning System at Scale", "2503.14476",
+                      {"loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "mask_truncated_completions": True},
+                      "Clip-higher, token-level loss, overlong filtering; TRL 1.14 has no dynamic sampling "
+                      "(re-drawing groups whose answers all score the same), so that part of DAPO is missing"),
+    "gspo": Algorithm("Group Sequence Policy Optimization", "2507.18071",
+                      {"loss_type": "grpo", "importance_sampling_level": "sequence", "epsilon": 3e-4,
+                       "epsilon_high": 4e-4},
+                      "One ratio per answer; acts only off-policy: the paper also splits each round of rollouts "
+                      "into 4 updates (steps_per_generation = 4 x gradient_accumulation_steps)"),
+    "bnpo": Algorithm("None cited: TRL names no paper for its bnpo loss", None, {"loss_type": "bnpo"},
+                      "Token-level mean over each micro-batch (= grpo at per_device_train_batch_size 1)"),
+    "cispo": Algorithm("MiniMax-M1: Scaling Test-Time Compute Efficiently with Lightning Attention", "2506.13585",
+                       {"loss_type": "cispo", "epsilon_high": 5.0},
+                       "Clips the importance weight, not the update, so every token keeps a gradient; "
+                       "epsilon_high 5 as ScaleRL (arXiv 2510.13786) recommends"),
+    "sapo": Algorithm("Soft Adaptive Policy Optimization", "2511.20347",
+                      {"loss_type": "sapo", "scale_rewards": "group"},
+                      "A smooth, temperature-controlled gate instead of hard clipping (temperatures: trl_args "
+                      "sapo_temperature_pos / sapo_temperature_neg)"),
+}
+
+
+@dataclass(frozen=True)
 class GRPOSpec:
     num_generations: int = _f(8, "G: answers sampled per question; the advantage is (r - mean) / (std + eps) "
                               "within this group. Higher: better baseline, more memory and time. 4-8 is usual.",
                               min=2)
     per_device_train_batch_size: int = _f(8, "Completions per forward/backward pass. Must make batch x grad-accum "
                                           "a multiple of num_generations. Higher: faster, more memory.", min=1)
-    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step (and per generation round). "
-                                          "Higher: more questions per step at the same memory.", min=1)
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step (and per generation "
+                                          "round, unless steps_per_generation is set). Higher: more questions per "
+                                          "step at the same memory.", min=1)
     max_prompt_length: int = _f(256, "Longest prompt in tokens; longer questions are dropped from the data set "
                                 "(this TRL has no such option, so the kit enforces it on the data).", min=8)
     max_completion_length: int = _f(300, "Longest generated answer in tokens. Too low truncates GSM8K reasoning "
@@ -148,16 +194,101 @@ class GRPOSpec:
                               min_exclusive=True)
     beta: float = _f(0.0, "KL penalty to the reference model (1e-4 to 1e-3 when used). 0: no reference model "
                      "(saves memory and a forward pass).", min=0.0, max=1.0)
-    epsilon: float = _f(0.2, "Clip range of the policy ratio (0.1-0.3). Lower: more conservative updates.",
-                        min=0.0, max=1.0, min_exclusive=True)
-    loss_type: str = _f("dapo", "Loss aggregation: grpo (per-sequence mean, the paper's; length-biased), dapo "
-                        "(per-token over the batch, TRL's default), dr_grpo (constant normaliser), bnpo.",
-                        choices=("grpo", "dapo", "dr_grpo", "bnpo"))
+    algorithm: str | None = _f(None, f"A published algorithm as one line ({', '.join(ALGORITHMS)}): it sets the loss, "
+                               "clipping, importance-sampling, reward-scaling and masking fields (never beta, "
+                               "num_generations or the learning rate); fields the recipe or --set gives win over "
+                               "it, and the saved recipe holds the resolved values. null: the fields as given. "
+                               "`kit fields grpo` lists each preset's paper and settings; docs/grpo-options.md "
+                               "helps choose.", choices=tuple(ALGORITHMS))
+    loss_type: str = _f("dapo", "How per-token losses are averaged. dapo (TRL's default): over every token of the "
+                        "batch; grpo (the GRPO paper's): per answer, then over answers, which favours short right "
+                        "and long wrong answers; dr_grpo: over a constant, no length bias; bnpo: over the tokens of "
+                        "each micro-batch; cispo: clipped importance weight x log-prob, so clipped tokens still "
+                        "learn (wants epsilon_high ~5); sapo: a smooth gate instead of hard clipping; luspo: GSPO "
+                        "scaled by answer length (with importance_sampling_level=sequence); vespo: a smooth weight "
+                        "on the answer's ratio (with importance_sampling_level=token).",
+                        choices=("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"))
     scale_rewards: str = _f("group", "Divide advantages by the group's std (group, the paper's), the batch's "
                             "(batch), or not at all (none, Dr. GRPO).", choices=("group", "batch", "none"))
+    epsilon: float = _f(0.2, "Clip range of the policy ratio r = pi/pi_old: a token stops being pushed once r has "
+                        "moved past 1 - epsilon (negative advantage) or 1 + epsilon_high (positive). Wider: the "
+                        "policy may move further per batch (faster, less stable); narrower: more conservative "
+                        "updates. 0.1-0.3 per token; GSPO's per-answer ratio uses 3e-4. Acts only off-policy "
+                        "(num_iterations >= 2, steps_per_generation above gradient_accumulation_steps, or vLLM's "
+                        "importance-sampling correction): on-policy r is exactly 1.", min=0.0, max=1.0,
+                        min_exclusive=True)
+    epsilon_high: float | None = _f(None, "Upper clip: a positive-advantage update stops once r > 1 + epsilon_high "
+                                    "(DAPO's clip-higher, 0.28: rare right tokens may gain more, which keeps "
+                                    "exploration up; higher, less stable). With loss_type cispo it caps r itself "
+                                    "(5 recommended). null: epsilon. Acts only off-policy, like epsilon.",
+                                    min=0.0, max=10.0, min_exclusive=True)
+    delta: float | None = _f(None, "Two-sided clipping (INTELLECT-2): also caps r at delta for negative "
+                             "advantages, so a token whose probability already rose a lot cannot get an unbounded "
+                             "push down. Keep it above 1 + epsilon_high (the report uses 4); lower: tighter, "
+                             "steadier, slower. null: off. Acts only off-policy.", min=1.0, min_exclusive=True)
+    importance_sampling_level: str = _f("token", "token: one policy ratio per token (GRPO). sequence: one per "
+                                        "answer, the geometric mean of its tokens' ratios (GSPO: steadier on long "
+                                        "answers and MoE models; pair it with loss_type grpo and epsilon ~3e-4). "
+                                        "Acts only off-policy (with beta > 0 it also reweights the KL gradient).",
+                                        choices=("token", "sequence"))
+    mask_truncated_completions: bool = _f(False, "Leave completions cut at max_completion_length out of the loss "
+                                          "(DAPO). Helps when many are truncated; all truncated leaves nothing "
+                                          "to learn from.")
+    num_iterations: int = _f(1, "mu of the GRPO paper: optimisation passes over each batch of rollouts. Above 1: "
+                             "more learning per rollout (generation is the slow part) and the clip fields start "
+                             "to act; too many overfit the batch. 1: every update is on-policy.", min=1, max=64)
+    steps_per_generation: int | None = _f(None, "Micro-batches generated in one round (null: "
+                                          "gradient_accumulation_steps). Above it: one round of rollouts feeds "
+                                          "several optimizer steps (fewer, larger generation rounds; the later "
+                                          "steps are off-policy, so the clip fields act). It times "
+                                          "per_device_train_batch_size must be a multiple of num_generations.",
+                                          min=1, max=1024)
+    top_entropy_quantile: float = _f(1.0, "Train only on this share of answer tokens, those of highest entropy "
+                                     "(Beyond the 80/20 Rule: 0.2 matched all tokens on Qwen3). 1: every token. "
+                                     "Lower: the gradient goes to the forking tokens; too low starves learning.",
+                                     min=0.0, max=1.0)
+    off_policy_mask_threshold: float | None = _f(None, "Drop negative-advantage answers whose mean KL from the "
+                                                 "policy that sampled them is above this (DeepSeek-V3.2's "
+                                                 "off-policy sequence masking, e.g. 0.5). Lower: drops more stale "
+                                                 "answers (steadier, less signal). null: off. Acts only on stale "
+                                                 "rollouts (off-policy updates or vLLM sampling).", min=0.0)
+    multi_objective_aggregation: str = _f("sum_then_normalize", "How the rewards become one advantage. "
+                                          "sum_then_normalize: weighted sum, then scale_rewards. "
+                                          "normalize_then_sum (GDPO): each reward normalised within its group "
+                                          "first, so a reward with a wide range cannot drown the others, but a "
+                                          "tiny spread in one reward is blown up.",
+                                          choices=("sum_then_normalize", "normalize_then_sum"))
     temperature: float = _f(1.0, "Sampling temperature of rollouts. Higher: more diverse groups, more noise.",
                             min=0.0, max=2.0, min_exclusive=True)
-    top_p: float = _f(1.0, "Nucleus sampling for rollouts.", min=0.0, max=1.0, min_exclusive=True)
+    top_p: float = _f(1.0, "Nucleus sampling for rollouts. Lower: fewer unlikely tokens, less diverse groups.",
+                      min=0.0, max=1.0, min_exclusive=True)
+    top_k: int = _f(0, "Rollouts sample from the k likeliest tokens only (0: all). Lower: fewer wild tokens, less "
+                    "exploration, and samples further from what the model scores.", min=0)
+    min_p: float | None = _f(None, "Rollouts drop tokens less likely than min_p x the top token's probability "
+                             "(0.01-0.2 usual; null: off). Higher: fewer wild tokens at high temperature, less "
+                             "diversity.", min=0.0, max=1.0)
+    repetition_penalty: float = _f(1.0, "Rollouts: above 1 discourages tokens already in the prompt or answer, "
+                                   "below 1 favours them (1: off). Maths answers repeat numbers legitimately, and "
+                                   "the penalty samples away from what the model scores.", min=0.0, max=2.0,
+                                   min_exclusive=True)
+    vllm_importance_sampling_correction: bool = _f(True, "With vLLM rollouts: weight each update by the trained "
+                                                   "model's probability over vLLM's (their numerics differ, which "
+                                                   "silently makes training off-policy). Off: one forward pass "
+                                                   "less per batch, vLLM's numbers trusted. No effect without "
+                                                   "vLLM.")
+    vllm_importance_sampling_mode: str = _f("sequence_mask", "How that ratio is used: sequence_* one per answer "
+                                            "(unbiased), token_* per token (lower variance, biased); *_mask drops "
+                                            "what leaves [clip_min, clip_max], *_truncate clips the ratio into it "
+                                            "(keeps every answer, bounded weight).",
+                                            choices=("sequence_mask", "sequence_truncate", "token_mask",
+                                                     "token_truncate"))
+    vllm_importance_sampling_clip_max: float | None = _f(3.0, "Upper bound of that ratio (TRL's former "
+                                                         "vllm_importance_sampling_cap). Lower: more dropped or "
+                                                         "clipped, steadier, less data used. null: no upper bound.",
+                                                         min=1.0)
+    vllm_importance_sampling_clip_min: float | None = _f(None, "Lower bound of that ratio (null: none). Raise it to "
+                                                         "drop answers vLLM found far likelier than the model "
+                                                         "does; more dropped, less data.", min=0.0, max=1.0)
     max_steps: int = _f(250, "Optimizer steps of GRPO.", min=1)
     optim: str = _f("auto", "Optimizer. auto: adamw_8bit on a CUDA GPU (less memory), adamw_torch on CPU (8-bit "
                     "runs there too, measured no faster). paged_adamw_8bit: CUDA only.",
@@ -168,14 +299,18 @@ class GRPOSpec:
     weight_decay: float = _f(0.1, "AdamW weight decay.", min=0.0, max=1.0)
     max_grad_norm: float = _f(0.1, "Gradient clipping. Low values keep RL updates stable.", min=0.0,
                               min_exclusive=True)
-    mask_truncated_completions: bool = _f(False, "Leave completions cut at max_completion_length out of the loss "
-                                          "(DAPO). Helps when many are truncated.")
     logging_steps: int = _f(1, "Write metrics every N steps.", min=1)
     save_steps: int = _f(50, "Save a resumable checkpoint every N steps. Lower: less lost on a crash, more disk.",
                          min=1)
     completions_every: int = _f(5, "Write sample completions with their per-reward scores to completions.jsonl "
                                 "every N steps (0: never).", min=0)
     seed: int = _f(3407, "Seed for the whole run: data shuffling, LoRA init, sampling.", min=0, max=2**32 - 1)
+    trl_args: dict[str, Any] = _f(factory=dict, help="Any other GRPOConfig argument by TRL's name, e.g. "
+                                  "{sapo_temperature_neg: 1.1, entropy_coef: 0.01}: passed through as given, so "
+                                  "the kit cannot check its sense. Names are checked against the installed TRL "
+                                  "before the model loads; names with a recipe field of their own, or that the kit "
+                                  "sets from its plan (output_dir, bf16, vllm_*, save_*, logging_* ...), are "
+                                  "refused.")
 
 
 @dataclass(frozen=True)

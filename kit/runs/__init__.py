@@ -10,7 +10,8 @@
       heartbeat          the trainer's clock (epoch seconds), rewritten every minute while it is alive
       adapter/           the final LoRA adapter + tokenizer
       stages/<i>-<kind>/ per stage: recipe.yaml, metrics.jsonl, adapter/, checkpoints/
-                         (checkpoints/torn/: checkpoints a kill or a full disk left incomplete, set aside on resume)
+                         (checkpoints/torn/: checkpoints a kill or a full disk left incomplete, set aside on resume;
+                         reused.json: this finished stage was copied from another run by `kit study`, which names it)
       eval/              kit eval results
 
 Nothing in it names the folder itself: a run folder copied or moved elsewhere (another disk, Google Drive) is

@@ -28,11 +28,12 @@ from kit.task import data
 from kit.task.rewards import RewardError
 from kit.train import killpoints
 from kit.train.log import say
-from kit.train.preflight import check_task, keep_reward_files
+from kit.train.preflight import check_grpo_args, check_task, keep_reward_files
 from kit.train.rejection import rejection_sample
 from kit.train.resume import check_resume, still_training
 from kit.train.stages import run_grpo, run_sft
 from kit.train.tracker import StopFlag, Tracker, count_params, explain
+from kit.train.trl_args import vllm_correction
 
 
 def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resume: str | Path | None = None,
@@ -55,7 +56,11 @@ def train(recipe_path: str | Path | None = None, overrides: list[str] = (), resu
         check_vllm_server(recipe.model.vllm_server)
     say(f"recipe {recipe.run.name}: {recipe.model.name} | backend {plan.backend} | {plan.weights} | "
         f"{'vLLM' if plan.fast_inference else 'HF'} generation | {plan.hardware.name}")
-    for note in [*plan.notes, *kit_recipe.ineffective_overrides(recipe, overrides)]:
+    check_grpo_args(recipe)
+    idle = kit_recipe.on_policy_notes(recipe, vllm_correction=False)
+    if idle and vllm_correction(recipe, plan):  # vLLM's correction keeps old log-probs: the fields act
+        idle = []
+    for note in [*plan.notes, *kit_recipe.ineffective_overrides(recipe, overrides), *idle]:
         say(note)
     warn_if_too_big(recipe, plan)
     check_task(recipe)
