@@ -134,7 +134,8 @@ gpu-check: $(if $(GPU_PYTHON),,$(VENV)/.core)
 
 install: $(VENV)/.core
 
-# Unsloth (+ bitsandbytes) for a CUDA GPU; vLLM too: pip install -c profiles/<main|t4>-gpu.txt -e '.[gpu,vllm]'
+# Unsloth for a CUDA GPU (bitsandbytes is a core dependency); vLLM too:
+# pip install -c profiles/<main|t4>-gpu.txt -e '.[gpu,vllm]'
 # (docs/install.md).
 install-gpu: $(VENV)/.core
 	$(BIN)/pip install -q -c profiles/$(PROFILE).txt -e '.[gpu]'

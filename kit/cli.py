@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from kit import runs
+from kit.app.controller import add_app_arguments
 from kit.errors import KitError
 from kit.eval.compare import compare_cli
 from kit.eval.evaluate import eval_cli
@@ -156,14 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="store_true", help="every combination of the varied values, not one field "
                    "at a time")
 
-    p = sub.add_parser("ui", help="launch the Gradio app")
-    p.add_argument("--host", default="127.0.0.1", help="interface to serve on; any but loopback needs a login")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs a login)")
-    p.add_argument("--auth", metavar="USER:PASSWORD", help="login for --share or a non-loopback --host (default: "
-                   "$KIT_UI_AUTH, else a random password printed once)")
-    p.add_argument("--recipes", help="recipe folder (default: ./recipes, else the kit's)")
-    p.add_argument("--runs", help="run folders (default: ./runs)")
+    add_app_arguments(sub.add_parser("ui", help="launch the Gradio app"))
 
     p = sub.add_parser("doctor", help="versions, GPU, install profile and known problems (paste it into an issue)")
     p.add_argument("recipe", nargs="?", type=_recipe_arg, help="also: what this recipe would run here, and if it "

@@ -107,8 +107,9 @@ def test_chat_streams_the_4bit_checkpoint(qlora):
 
 def test_merged16_of_the_4bit_run_answers_as_the_4bit_adapter(qlora, tmp_path):
     """merged16 = each nf4 layer dequantized + its LoRA delta, saved in float16; reloaded in plain transformers
-    (float32) it gives the 4-bit adapter's greedy tokens. Where one differs, the float16 rounding of the saved
-    weights moved a near-tie between two tokens (the first differing token shows how close it was)."""
+    (float32) it gives the 4-bit adapter's greedy tokens on all 8 prompts over 32 tokens (measured 8/8). The only
+    difference left between the two is the float16 rounding of the saved weights, which could move a near-tie
+    between two tokens; PEFT's merge on the 4-bit model would quantize the merged weights to nf4 again instead."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,7 +144,7 @@ def test_merged16_of_the_4bit_run_answers_as_the_4bit_adapter(qlora, tmp_path):
     a, b = greedy(adapter_model, adapter_tok), greedy(model, tok)
     same = sum(x == y for x, y in zip(a, b))
     print(f"merged16 (from nf4) vs 4-bit adapter greedy: {same}/{len(prompts)} identical")
-    assert same >= len(prompts) - 1, [(adapter_tok.decode(x), tok.decode(y)) for x, y in zip(a, b) if x != y]
+    assert same == len(prompts), [(adapter_tok.decode(x), tok.decode(y)) for x, y in zip(a, b) if x != y]
 
 
 def test_a_killed_4bit_run_resumes_to_the_answers_of_an_uninterrupted_one(qlora):

@@ -70,9 +70,9 @@ def test_every_trial_recipe_is_validated_first(tmp_path):
 
 
 def test_what_kit_train_checks_before_the_model_is_checked_for_every_trial_first(tmp_path):
-    with pytest.raises(KitError) as e:  # the plan on this machine: no 8-bit optimizer without a CUDA GPU
-        study.run_study(DEMO, ["grpo.beta=1e-3", "grpo.optim=adamw_8bit"], out=tmp_path / "s")
-    assert str(e.value).startswith("--vary grpo.optim=adamw_8bit: grpo.optim") and "\n" not in str(e.value)
+    with pytest.raises(KitError) as e:  # the plan on this machine: Unsloth needs a CUDA GPU
+        study.run_study(DEMO, ["grpo.beta=1e-3", "model.backend=unsloth"], out=tmp_path / "s")
+    assert str(e.value).startswith("--vary model.backend=unsloth: model.backend") and "\n" not in str(e.value)
     assert not (tmp_path / "s").exists()
 
 

@@ -326,3 +326,15 @@ def login_for(host: str, share: bool, auth: str | None, env: dict | None = None)
     if share or not is_loopback(host):
         return "kit", secrets.token_urlsafe(12), True
     return None
+
+
+def add_app_arguments(p) -> None:
+    """The app's options, for `python app.py` and `kit ui` alike (an argparse parser)."""
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0: the whole network); any "
+                   "but loopback needs a login")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs a login)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="login for --share or a non-loopback --host (default: "
+                   "$KIT_UI_AUTH, else a random password printed once)")
+    p.add_argument("--recipes", help="recipe folder (default: ./recipes, else the kit's)")
+    p.add_argument("--runs", help="run folders (default: ./runs)")

@@ -29,6 +29,7 @@ from kit.app.controller import (  # noqa: E402
     KIT_ROOT,
     OVERRIDE_FIELDS,
     Controller,
+    add_app_arguments,
     display_path,
     login_for,
 )
@@ -479,14 +480,7 @@ def cli(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="app.py", description="grpo-kit app: train, watch, chat.")
-    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0: the whole network, behind "
-                   "a login)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs a login)")
-    p.add_argument("--auth", metavar="USER:PASSWORD", help="login for --share or a non-loopback --host (default: "
-                   "$KIT_UI_AUTH, else a random password printed once)")
-    p.add_argument("--recipes", help="recipe folder (default: ./recipes, else the kit's)")
-    p.add_argument("--runs", help="run folders (default: ./runs)")
+    add_app_arguments(p)
     return p
 
 

@@ -1,16 +1,7 @@
 """`kit eval`: GSM8K accuracy of a model, measured the same way before and after training (the numbers are
 computed in kit/eval/scoring.py).
 
-strict: the number in the first <answer> block is right (what correctness_reward pays for).
-lenient: the last number anywhere in the answer is right (credits a right answer in the wrong layout).
-format: the strict <reasoning>/<answer> layout (format_reward). Greedy decoding, the recipe's system prompt.
-
-With K samples per question (`kit eval --samples K`, temperature > 0) also, strict and `_lenient`:
-pass@1   mean correctness of the K samples;
-pass@k   the unbiased estimator of Chen et al. 2021, 1 - C(K-c, k) / C(K, k) for c right of K, averaged over the
-         questions (reported for k = 2, 4, ... and K; at k = K it is the share of questions with a right sample);
-maj@K    the majority answer of the K samples is right. Samples without an answer do not vote (a question whose
-         samples all lack one counts as wrong); a tie goes to the tied answer sampled first.
+What strict, lenient, format, pass@k and maj@k mean: kit/eval/scoring.py.
 """
 
 from __future__ import annotations

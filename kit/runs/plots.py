@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit import runs
-from kit.runs import metrics
 from kit.errors import KitError
+from kit.runs import metrics
 
 # The one line the app and `kit show` print under the curves.
 LOSS_NOTE = ("GRPO's loss is not a progress signal: it is about 0 by construction (advantages are centred within "
