@@ -45,7 +45,7 @@ $(COMPAT)/.dev: pyproject.toml profiles/t4.txt
 	touch $@
 
 test-compat: $(COMPAT)/.dev
-	$(COMPAT)/bin/python -c "from kit import compat; p = compat.profile(); print('profile:', p); assert p == 't4', p"
+	$(COMPAT)/bin/python -c "from kit.models import compat; p = compat.profile(); print('profile:', p); assert p == 't4', p"
 	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not browser"
 	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider -m "slow and not browser" \
 	    tests/test_train.py tests/test_pipeline.py tests/test_compat.py

@@ -63,11 +63,47 @@ def _trl_default(name):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
+def _takes(name, value=None):
+    """Whether the installed TRL's GRPOConfig takes name=value (the t4 profile's 0.22 lacks some fields)."""
+    from trl import GRPOConfig
+
+    from kit.models import compat
+
+    return compat.grpo_takes(GRPOConfig, name, value)
+
+
+def _this_trl():
+    from kit.models import compat
+
+    return f"this TRL ({compat.version('trl')}, profile {compat.profile()})"
+
+
+def _on_main():
+    from kit.models import compat
+
+    return compat.profile() == "main"
+
+
 @pytest.mark.parametrize("name", [*trl_args.OPTIONAL_ARGS, "loss_type", "epsilon", "scale_rewards",
                                   "mask_truncated_completions", "beta", "temperature", "top_p"])
 def test_defaults_are_trls_own(name):
-    """A recipe that sets none of the new fields trains exactly as before: each default is GRPOConfig's."""
-    assert getattr(GRPOSpec(), name) == _trl_default(name), name
+    """A recipe that sets none of the new fields trains exactly as before: each default is GRPOConfig's. A field
+    the installed TRL lacks is never passed at its default, and set away from it fails before any model."""
+    from kit.train.preflight import check_grpo_args
+
+    from trl import GRPOConfig
+
+    ours = getattr(GRPOSpec(), name)
+    if name not in GRPOConfig.__dataclass_fields__:
+        assert not _on_main(), name
+        recipe = recipe_from_dict({"model": {"name": "builtin:tiny"}, "grpo": {name: ALL_SET[name]}})
+        with pytest.raises(KitError, match=f"grpo.{name}: this TRL .* has no such GRPOConfig field"):
+            check_grpo_args(recipe)
+        return
+    theirs = _trl_default(name)
+    if name == "top_k" and theirs is None:  # TRL 0.22: None; 1.14: 0. Both are "no top-k", and 0 is not passed
+        theirs = 0
+    assert ours == theirs, name
 
 
 def test_a_recipe_that_sets_none_passes_none():
@@ -92,12 +128,15 @@ def test_every_field_reaches_grpo_config(tmp_path):
     from kit.train.trl_args import grpo_config
 
     assert set(trl_args.OPTIONAL_ARGS) <= set(ALL_SET)
+    extra = {"sapo_temperature_neg": 1.2, "entropy_coef": 1e-3}
+    fields = {k: v for k, v in ALL_SET.items() if _takes(k, v)}  # all of them on profile main
+    extra = {k: v for k, v in extra.items() if _takes(k)}
+    assert not _on_main() or (fields == ALL_SET and len(extra) == 2)
     recipe = recipe_from_dict({"model": {"name": "builtin:tiny", "fast_inference": False},
-                               "grpo": {**ALL_SET, "trl_args": {"sapo_temperature_neg": 1.2, "entropy_coef": 1e-3}}})
+                               "grpo": {**fields, "trl_args": extra}})
     args = grpo_config(recipe, plan(recipe, Hardware(cuda=False)), tmp_path)
-    for name, value in ALL_SET.items():
+    for name, value in {**fields, **extra}.items():
         assert getattr(args, name) == value, name
-    assert args.sapo_temperature_neg == 1.2 and args.entropy_coef == 1e-3
 
 
 @pytest.mark.parametrize("grpo, needle", [
@@ -249,7 +288,8 @@ def test_vllm_correction_follows_the_plan(tmp_path):
     r = load(tmp_path, "algorithm: gspo\n")
     hf = Plan("transformers", False, False, "float32", "adamw_torch", Hardware(cuda=False))
     vllm = dataclasses.replace(hf, fast_inference=True)
-    assert not trl_args.vllm_correction(r, hf) and trl_args.vllm_correction(r, vllm)
+    assert not trl_args.vllm_correction(r, hf)
+    assert trl_args.vllm_correction(r, vllm) == _takes("vllm_importance_sampling_correction")  # 0.22 has none
     off = dataclasses.replace(r, grpo=dataclasses.replace(r.grpo, vllm_importance_sampling_correction=False))
     assert not trl_args.vllm_correction(off, vllm)
 
@@ -267,9 +307,14 @@ def preflight_error(recipe):
     return str(e.value)
 
 
+MAIN_ONLY = pytest.mark.skipif("not _on_main()", reason="the hint names a field only profile main's TRL has")
+
+
 @pytest.mark.parametrize("name, needle", [
-    ("sapo_temperature_negg", ("grpo.trl_args.sapo_temperature_negg: this TRL (1.14.0, profile main) has no such "
-                               "GRPOConfig argument; did you mean sapo_temperature_neg?")),
+    pytest.param("sapo_temperature_negg", ("grpo.trl_args.sapo_temperature_negg: this TRL (1.14.0, profile main) "
+                                           "has no such GRPOConfig argument; did you mean sapo_temperature_neg?"),
+                 marks=MAIN_ONLY),
+    ("entropy_coeff", "has no such GRPOConfig argument"),
     ("logging_stps", "did you mean logging_steps? (use the recipe field grpo.logging_steps)"),
     ("beta", "grpo.trl_args.beta: not allowed here; use the recipe field grpo.beta"),
     ("loss_type", "use the recipe field grpo.loss_type"),
@@ -279,7 +324,8 @@ def preflight_error(recipe):
     ("max_prompt_length", "use the recipe field grpo.max_prompt_length"),
     ("report_to", "use the recipe field run.report_to"),
     ("reward_weights", "use the recipe field rewards"),
-    ("vllm_importance_sampling_cap", "use the recipe field grpo.vllm_importance_sampling_clip_max"),
+    pytest.param("vllm_importance_sampling_cap", "use the recipe field grpo.vllm_importance_sampling_clip_max",
+                 marks=MAIN_ONLY),
     ("output_dir", "the kit sets it from its plan"),
     ("bf16", "the kit sets it from its plan"),
     ("vllm_server_timeout", "the kit sets it from its plan"),
@@ -317,8 +363,23 @@ def test_a_recipe_that_sets_nothing_new_imports_no_trl_before_the_model():
 def test_known_trl_args_pass_the_preflight():
     from kit.train.preflight import check_grpo_args
 
-    check_grpo_args(recipe_from_dict({"model": {"name": "builtin:tiny"}, "grpo": {
-        **ALL_SET, "trl_args": {"sapo_temperature_neg": 1.1, "entropy_coef": 0.01, "cast_lm_head_to_fp32": False}}}))
+    fields = {k: v for k, v in ALL_SET.items() if _takes(k, v)}
+    extra = {k: v for k, v in {"sapo_temperature_neg": 1.1, "entropy_coef": 0.01, "cast_lm_head_to_fp32": False,
+                               "sync_ref_model": True}.items() if _takes(k)}
+    assert not _on_main() or (fields == ALL_SET and len(extra) == 4)
+    assert "sync_ref_model" in extra  # every tested TRL has it
+    check_grpo_args(recipe_from_dict({"model": {"name": "builtin:tiny"}, "grpo": {**fields, "trl_args": extra}}))
+
+
+@pytest.mark.skipif("_on_main()", reason="the real older TRL: profile t4 (make test-compat)")
+@pytest.mark.parametrize("grpo, needle", [
+    ({"loss_type": "cispo"}, "grpo.loss_type: cispo is not a loss of this TRL (0.22.2, profile t4)"),
+    ({"algorithm": "sapo"}, "grpo.loss_type: sapo is not a loss of this TRL (0.22.2, profile t4)"),
+    ({"multi_objective_aggregation": "normalize_then_sum"}, "grpo.multi_objective_aggregation: this TRL (0.22.2"),
+])
+def test_the_t4_profiles_trl_refuses_what_it_lacks(grpo, needle):
+    msg = preflight_error(recipe_from_dict({"model": {"name": "builtin:tiny"}, "grpo": grpo}))
+    assert needle in msg and "profile main (trl 1.14.0) has it" in msg, msg
 
 
 def _old_grpo_config(drop, loss_help):
@@ -399,8 +460,9 @@ def test_kit_train_refuses_an_unknown_trl_arg_before_any_model(tmp_path):
                  f"run.output_dir={out}")
     assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
     # the last line (importing TRL's config may let a library warn first, e.g. bitsandbytes on a CPU)
-    assert result.stderr.splitlines()[-1] == ("error: grpo.trl_args.entropy_coeff: this TRL (1.14.0, profile main) "
-                                              "has no such GRPOConfig argument; did you mean entropy_coef?")
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: grpo.trl_args.entropy_coeff: {_this_trl()} has no such GRPOConfig argument")
+    assert not _on_main() or last.endswith("; did you mean entropy_coef?")
     assert "model loaded" not in result.stdout and not out.exists()
 
 
