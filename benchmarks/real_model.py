@@ -36,7 +36,7 @@ def grpo(args) -> None:
     LoRA r16 on every linear layer, lr 1e-5, `steps` steps, no checkpoints, no evaluation."""
     folder = model_folder()
     out = Path(tempfile.mkdtemp(prefix="kit-vs-trl-"))
-    sets = [f"sft.enabled=false", f"grpo.max_steps={args.steps}", f"grpo.num_generations={args.generations}",
+    sets = ["sft.enabled=false", f"grpo.max_steps={args.steps}", f"grpo.num_generations={args.generations}",
             f"grpo.per_device_train_batch_size={args.generations}", f"grpo.max_completion_length={args.completion}",
             "grpo.learning_rate=1e-5", "grpo.save_steps=100000", "eval.every_steps=0", f"run.output_dir={out}"]
     cmd = [sys.executable, "-m", "kit", "train", str(ROOT / "recipes" / "smollm2-cpu.yaml"),

@@ -196,6 +196,22 @@ def chat_with_run(page, run_name: str, runs_dir: Path, *, load_s: float, answer_
     return reply
 
 
+def greedy_agreement(a, b, prompts: list[str], max_new_tokens: int = 32) -> tuple[int, list]:
+    """Greedy answers of two (model, tokenizer) pairs to the same chat-formatted prompts, left-padded: how many of
+    them are token for token identical, and the decoded pairs that are not."""
+    import torch
+
+    outs = []
+    for model, tok in (a, b):
+        tok.padding_side = "left"
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        outs.append(out[:, enc["input_ids"].shape[1]:].tolist())
+    differ = [(a[1].decode(x), b[1].decode(y)) for x, y in zip(*outs) if x != y]
+    return len(prompts) - len(differ), differ
+
+
 # --- stand-ins for vLLM and Unsloth: they record what the kit's engines hand them ------------------------------
 
 

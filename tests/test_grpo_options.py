@@ -89,9 +89,9 @@ def _on_main():
 def test_defaults_are_trls_own(name):
     """A recipe that sets none of the new fields trains exactly as before: each default is GRPOConfig's. A field
     the installed TRL lacks is never passed at its default, and set away from it fails before any model."""
-    from kit.train.preflight import check_grpo_args
-
     from trl import GRPOConfig
+
+    from kit.train.preflight import check_grpo_args
 
     ours = getattr(GRPOSpec(), name)
     if name not in GRPOConfig.__dataclass_fields__:

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import QUESTIONS, invented, kit
+from helpers import QUESTIONS, greedy_agreement, invented, kit
 
 from kit import runs
 from kit.runs import metrics
@@ -131,20 +131,11 @@ def test_merged16_of_the_4bit_run_answers_as_the_4bit_adapter(qlora, tmp_path):
     p = plan(recipe, trained=runs.trained_plan(run))
     assert p.load_in_4bit
     adapter_model, adapter_tok, _ = load_for_inference(recipe, runs.latest_adapter(run), p)
-    tok.padding_side = adapter_tok.padding_side = "left"
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
                for q in QUESTIONS]
-
-    def greedy(m, t):
-        enc = t(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = m.generate(**enc, max_new_tokens=32, do_sample=False, pad_token_id=t.pad_token_id)
-        return out[:, enc["input_ids"].shape[1]:].tolist()
-
-    a, b = greedy(adapter_model, adapter_tok), greedy(model, tok)
-    same = sum(x == y for x, y in zip(a, b))
+    same, differ = greedy_agreement((adapter_model, adapter_tok), (model, tok), prompts)
     print(f"merged16 (from nf4) vs 4-bit adapter greedy: {same}/{len(prompts)} identical")
-    assert same == len(prompts), [(adapter_tok.decode(x), tok.decode(y)) for x, y in zip(a, b) if x != y]
+    assert not differ, differ
 
 
 def test_a_killed_4bit_run_resumes_to_the_answers_of_an_uninterrupted_one(qlora):

@@ -22,6 +22,7 @@ from helpers import (
     QUESTIONS,
     TURN_END,
     chat_with_run,
+    greedy_agreement,
     invented,
     kit,
     new_page,
@@ -247,19 +248,10 @@ def test_export_lora_and_merged16_reload_and_give_the_adapters_greedy_tokens(rea
 
     recipe = load_recipe(run / runs.RECIPE)
     peft_model, peft_tok, _ = load_for_inference(recipe, runs.latest_adapter(run))
-    tok.padding_side = peft_tok.padding_side = "left"
     prompts = _prompts(tok)
-
-    def greedy(m, t):
-        enc = t(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = m.generate(**enc, max_new_tokens=32, do_sample=False, pad_token_id=t.pad_token_id)
-        return out[:, enc["input_ids"].shape[1]:].tolist()
-
-    a, b = greedy(peft_model, peft_tok), greedy(model, tok)
-    same = sum(x == y for x, y in zip(a, b))
+    same, differ = greedy_agreement((peft_model, peft_tok), (model, tok), prompts)
     print(f"merged16 vs adapter greedy: {same}/{len(prompts)} identical")
-    assert same == len(prompts), [(peft_tok.decode(x), tok.decode(y)) for x, y in zip(a, b) if x != y]
+    assert not differ, differ
     (tmp_path / "merged16.path").write_text(str(merged))
 
 
