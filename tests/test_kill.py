@@ -59,3 +59,33 @@ def test_the_torn_checkpoint_was_set_aside_and_said_so(killed):
     rows = [r for r in metrics.read_jsonl(run / runs.METRICS) if "rejection/kept" in r]
     base = [r for r in metrics.read_jsonl(folder / "uninterrupted" / runs.METRICS) if "rejection/kept" in r]
     assert len(rows) == 1 and rows[0]["rejection/kept"] == base[0]["rejection/kept"] > 0
+
+
+# With beta > 0, TRL keeps a frozen copy of the stage's starting adapter as the KL reference ("ref") and checkpoints
+# hold it in a subfolder; transformers then resumed only that one, and the trained adapter silently restarted from
+# the warm-up. Two GRPO stages: the second builds its own reference (the first's is gone, not "already exists").
+KL_PIPELINE = ["stages=[{kind: sft, max_steps: 20}, {kind: grpo, max_steps: 6}, {kind: grpo, max_steps: 2}]",
+               "sft.learning_rate=3e-3", "grpo.per_device_train_batch_size=32", "grpo.save_steps=3",
+               "grpo.learning_rate=3e-4", "grpo.beta=1e-3", "eval.every_steps=0"]
+
+
+def test_a_killed_run_with_a_kl_reference_resumes_its_trained_adapter(tmp_path):
+    from safetensors.torch import load_file
+
+    base, run = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert kill_resume.train(base, KL_PIPELINE) == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
+    assert kill_resume.train(run, KL_PIPELINE, kill="step:2-grpo/5") == -signal.SIGKILL
+    ckpt = run / runs.STAGES / "2-grpo" / "checkpoints" / "checkpoint-3"
+    assert (ckpt / "ref" / "adapter_model.safetensors").is_file()  # the case: the reference in a subfolder
+    assert kill_resume.train(run, KL_PIPELINE, resume=True) == 0, (tmp_path / "killed.log").read_text()[-3000:]
+
+    for folder in (runs.STAGES + "/2-grpo/" + runs.ADAPTER, runs.ADAPTER):
+        a = load_file(str(base / folder / "adapter_model.safetensors"))
+        b = load_file(str(run / folder / "adapter_model.safetensors"))
+        assert a.keys() == b.keys()
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst < 1e-5, f"{folder}: the resumed run's weights differ from the uninterrupted run's by {worst}"
+        assert not (run / folder / "ref").exists()  # the reference is a stage's own, not part of what it trained
+    warm_up = load_file(str(base / runs.STAGES / "1-sft" / runs.ADAPTER / "adapter_model.safetensors"))
+    trained = load_file(str(base / runs.STAGES / "2-grpo" / runs.ADAPTER / "adapter_model.safetensors"))
+    assert max((warm_up[k] - trained[k]).abs().max().item() for k in warm_up) > 1e-3  # GRPO moved the weights

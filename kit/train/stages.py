@@ -152,3 +152,7 @@ def run_grpo(recipe, plan, model, tokenizer, stage_dir, stage_name, tracker, sto
     else:
         tracker.update(phase=f"{stage_name}: training")
     train_stage(trainer, model, stage_dir / "checkpoints", stage_name, tracker, g.max_steps)
+    if "ref" in getattr(model, "peft_config", {}):
+        # TRL's frozen copy of the stage's starting adapter, its KL reference when beta > 0: this stage's alone. Left
+        # in, it would be saved with the adapters and make the next beta > 0 GRPO stage fail ("already exists").
+        model.delete_adapter("ref")
