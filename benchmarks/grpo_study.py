@@ -6,7 +6,7 @@ than changing the seed does? Two studies (`kit study`) on recipes/demo.yaml, two
 2. studies/grpo-clip: the clip family, epsilon 0.1 / 0.2 / 0.3 and epsilon_high 0.28, on an off-policy baseline
    (grpo.num_iterations=2: on-policy the ratio is exactly 1 and nothing is clipped).
 
-    python benchmarks/grpo_study.py             # the measurement: about an hour of 2 CPU cores
+    python benchmarks/grpo_study.py             # the measurement: 28 trials, about 75 min on 2 CPU cores (2026-12-07)
     python benchmarks/grpo_study.py --quick     # the same studies in a few steps: checks the path, not the answer
 
 Not a test. Run again with the same arguments: finished trials are reused, an interrupted one resumes. Prints each
