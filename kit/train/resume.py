@@ -79,7 +79,7 @@ def train_stage(trainer, model, out: Path, stage_name: str, tracker, max_steps: 
         tracker.step(stage_name, runs.checkpoint_step(Path(ckpt)))  # the summary may have been a second behind
         say(f"{stage_name}: {Path(ckpt).name} holds its last step: nothing left to train")
         return
-    if ckpt is not None and _other_adapters(Path(ckpt)):
+    if ckpt is not None and _holds_other_adapters(Path(ckpt)):
         # TRL keeps a frozen copy of a stage's starting adapter as the KL reference ("ref", when beta > 0 and the
         # stage starts from an adapter: a warm-up's, an earlier stage's), and the checkpoint holds it in a
         # subfolder. transformers then resumes only the subfolders' adapters: the one being trained, at the
@@ -88,6 +88,6 @@ def train_stage(trainer, model, out: Path, stage_name: str, tracker, max_steps: 
     trainer.train(resume_from_checkpoint=ckpt)
 
 
-def _other_adapters(ckpt: Path) -> list[str]:
-    """Adapters a checkpoint holds besides the trained one (PEFT saves each extra adapter in a subfolder)."""
-    return sorted(p.name for p in ckpt.iterdir() if (p / "adapter_config.json").is_file())
+def _holds_other_adapters(ckpt: Path) -> bool:
+    """Whether a checkpoint holds adapters besides the trained one (PEFT saves each extra one in a subfolder)."""
+    return any((p / "adapter_config.json").is_file() for p in ckpt.iterdir())
